@@ -1,0 +1,50 @@
+"""melius_larq: MeliusNet, BNN+ and CBD binary networks for Keras/Larq, deployed with LCE.
+
+Importing this package selects Keras 2 (tf_keras) for TensorFlow; see ``melius_larq._compat``.
+"""
+
+from melius_larq import _compat  # noqa: F401  (must run before anything imports TensorFlow)
+from melius_larq.accounting import summary
+from melius_larq.layers import ChannelShuffle
+from melius_larq.models import PRESETS, STEMS, VARIANTS, min_input_size
+from melius_larq.registry import create_model, get_builder, get_model_spec, list_models
+from melius_larq.weights import list_pretrained
+
+MeliusNet22 = get_builder("MeliusNet22")
+MeliusNet29 = get_builder("MeliusNet29")
+MeliusNet42 = get_builder("MeliusNet42")
+MeliusNet59 = get_builder("MeliusNet59")
+MeliusNetA = get_builder("MeliusNetA")
+MeliusNetB = get_builder("MeliusNetB")
+MeliusNetC = get_builder("MeliusNetC")
+MeliusNet23 = get_builder("MeliusNet23")
+BinaryDenseNet28 = get_builder("BinaryDenseNet28")
+BinaryDenseNet37 = get_builder("BinaryDenseNet37")
+BinaryDenseNet45 = get_builder("BinaryDenseNet45")
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "STEMS",
+    "VARIANTS",
+    "BinaryDenseNet28",
+    "BinaryDenseNet37",
+    "BinaryDenseNet45",
+    "ChannelShuffle",
+    "MeliusNet22",
+    "MeliusNet23",
+    "MeliusNet29",
+    "MeliusNet42",
+    "MeliusNet59",
+    "MeliusNetA",
+    "MeliusNetB",
+    "MeliusNetC",
+    "create_model",
+    "get_builder",
+    "get_model_spec",
+    "list_models",
+    "list_pretrained",
+    "min_input_size",
+    "summary",
+]

@@ -1,0 +1,61 @@
+"""Keras layers used by the MeliusNet family that plain Keras does not provide.
+
+Every layer here is registered under the package name ``melius_larq`` so that models save to
+``.keras`` and load back with ``safe_mode=True`` without ``Lambda`` layers.
+"""
+
+from __future__ import annotations
+
+from melius_larq._compat import tf
+
+__all__ = ["ChannelShuffle"]
+
+
+@tf.keras.utils.register_keras_serializable(package="melius_larq")
+class ChannelShuffle(tf.keras.layers.Layer):
+    """ShuffleNet channel shuffle for NHWC tensors.
+
+    The channels are viewed as a ``(groups, C // groups)`` matrix, transposed and flattened
+    again, so that a following grouped convolution mixes information across groups. MeliusNet
+    A/B/C/23 put it before the grouped 1x1 convolution of each transition.
+
+    Args:
+        groups: int. Number of channel groups; must divide the channel count.
+        **kwargs: forwarded to ``tf.keras.layers.Layer``.
+
+    References:
+        - [ShuffleNet](https://arxiv.org/abs/1707.01083)
+        - [MeliusNet](https://arxiv.org/abs/2001.05936), transitions of MeliusNet A/B/C.
+    """
+
+    def __init__(self, groups: int, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(
+                f"Expected `groups` to be a positive int, but got {groups!r}."
+            )
+        self.groups = groups
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"ChannelShuffle(groups={self.groups}) needs a channel count divisible by "
+                f"{self.groups}, but got input shape {tuple(input_shape)}."
+            )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        shape = tf.shape(inputs)
+        channels = inputs.shape[-1]
+        x = tf.reshape(
+            inputs, [shape[0], shape[1], shape[2], self.groups, channels // self.groups]
+        )
+        x = tf.transpose(x, [0, 1, 2, 4, 3])
+        return tf.reshape(x, [shape[0], shape[1], shape[2], channels])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}

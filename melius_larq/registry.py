@@ -1,0 +1,163 @@
+"""The model registry and the public, keyword-only builders.
+
+Every builder is generated from one row of :data:`melius_larq.models.VARIANTS`, so the
+numbers live in one table and every builder has the same signature.
+
+Example:
+    >>> import melius_larq
+    >>> "MeliusNet22" in melius_larq.list_models()
+    True
+    >>> model = melius_larq.create_model("MeliusNet22", input_shape=(64, 64, 3), num_classes=10)
+    >>> model.output_shape
+    (None, 10)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+
+from melius_larq._compat import tf
+from melius_larq.models import VARIANTS, VariantSpec, build_model
+
+__all__ = ["create_model", "get_model_spec", "list_models"]
+
+_DOC = """Instantiates the {name} architecture ({kind}).
+
+    {blocks} blocks per stage; transitions to {transitions} channels{grouping}.
+{metrics}
+    Args:
+        input_shape: tuple ``(height, width, channels)``. Defaults to ``(224, 224, 3)``
+            (``(32, 32, 3)`` for the thumbnail stem) with ``include_top=True`` and to
+            ``(None, None, 3)`` without it.
+        input_tensor: optional Keras tensor to use as the model input.
+        weights: ``None`` (random initialization), ``"imagenet"`` (published weights, where
+            they exist; see :func:`melius_larq.list_pretrained`), or the path of an ``.h5``
+            weights file (also one saved from ``larq_zoo.literature.MeliusNet22``).
+        include_top: whether to include the classifier head. Without it the model returns
+            the feature map after the head's BN and ReLU.
+        num_classes: number of classes of the classifier.
+        stem: ``"grouped"`` (the authors' grouped 3x3 stem, used for all headline results),
+            ``"imagenet"`` (7x7/2 conv) or ``"thumbnail"`` (a single 3x3 conv with no
+            downsampling, for inputs below 50 px such as CIFAR or Fashion-MNIST).
+        preset: ``"lce"`` (default: the authors' training semantics with binary convs padded
+            with +1, so that LCE accelerates every one), ``"reference"`` (the authors' code
+            as written, with -1 padding, which LCE does not accelerate) or ``"larq_zoo"``
+            (larq_zoo's MeliusNet22 semantics, for its weights).
+        classifier_activation: activation of the classifier, computed in float32;
+            ``None`` returns logits.
+        name: model name. Defaults to ``"{lname}"``.
+
+    Returns:
+        A ``tf.keras.Model``.
+
+    Raises:
+        ValueError: for an unknown stem or preset, an input too small for the network's
+            downsampling, or weights that do not fit the model.
+
+    References:
+        - [MeliusNet: Can Binary Neural Networks Achieve MobileNet-level Accuracy?](
+          https://arxiv.org/abs/2001.05936)
+"""
+
+_METRICS = """
+    Authors' ImageNet results (grouped stem, BMXNet-v2 wiki):
+
+    | Top-1 | Top-5 | Size | OPS |
+    | ----- | ----- | ---- | --- |
+    | {0:.1f} % | {1:.1f} % | {2:.2f} MiB | {3:.3g} |
+"""
+
+
+def _make_builder(spec: VariantSpec) -> Callable[..., tf.keras.Model]:
+    def builder(
+        *,
+        input_shape: Sequence[int | None] | None = None,
+        input_tensor=None,
+        weights: str | None = None,
+        include_top: bool = True,
+        num_classes: int = 1000,
+        stem: str = "grouped",
+        preset: str = "lce",
+        classifier_activation: str | Callable | None = "softmax",
+        name: str | None = None,
+    ) -> tf.keras.Model:
+        return build_model(
+            spec,
+            input_shape=input_shape,
+            input_tensor=input_tensor,
+            weights=weights,
+            include_top=include_top,
+            num_classes=num_classes,
+            stem=stem,
+            preset=preset,
+            classifier_activation=classifier_activation,
+            name=name,
+        )
+
+    builder.__name__ = builder.__qualname__ = spec.name
+    builder.__module__ = "melius_larq"
+    grouping = (
+        f", ChannelShuffle(16) and {spec.transition_groups}-group 1x1 convs"
+        if spec.channel_shuffle
+        else ""
+    )
+    builder.__doc__ = _DOC.format(
+        name=spec.name,
+        lname=spec.name.lower(),
+        kind="DenseBlock + ImprovementBlock"
+        if spec.family == "meliusnet"
+        else "DenseBlocks only",
+        blocks=", ".join(map(str, spec.blocks)),
+        transitions=", ".join(map(str, spec.transition_features)),
+        grouping=grouping,
+        metrics=_METRICS.format(*spec.imagenet) if spec.imagenet else "",
+    )
+    return builder
+
+
+_BUILDERS: dict[str, Callable[..., tf.keras.Model]] = {
+    name: _make_builder(spec) for name, spec in VARIANTS.items()
+}
+
+
+def list_models(filter: str = "") -> list[str]:  # noqa: A002  (timm's name)
+    """Names of the registered models, optionally filtered by a glob such as ``"Melius*"``."""
+    names = list(_BUILDERS)
+    if filter:
+        names = [n for n in names if fnmatch.fnmatch(n.lower(), filter.lower())]
+    return names
+
+
+def _canonical(name: str) -> str:
+    lookup = {n.lower(): n for n in _BUILDERS}
+    if not isinstance(name, str) or name.lower() not in lookup:
+        raise ValueError(
+            f"Unknown model {name!r}; expected one of: {', '.join(_BUILDERS)}."
+        )
+    return lookup[name.lower()]
+
+
+def get_model_spec(name: str) -> VariantSpec:
+    """The :class:`VariantSpec` row of a registered model (case-insensitive name)."""
+    return VARIANTS[_canonical(name)]
+
+
+def create_model(name: str, **kwargs) -> tf.keras.Model:
+    """Builds a registered model by name; ``kwargs`` go to its builder.
+
+    Arguments whose value is ``None`` are dropped, so one command line can drive every model.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones).
+    """
+    builder = _BUILDERS[_canonical(name)]
+    kwargs = {
+        k: v for k, v in kwargs.items() if v is not None or k == "classifier_activation"
+    }
+    return builder(**kwargs)
+
+
+def get_builder(name: str) -> Callable[..., tf.keras.Model]:
+    """The public builder function of a registered model."""
+    return _BUILDERS[_canonical(name)]

@@ -1,0 +1,33 @@
+"""Installs melius_larq (library), zoo (training recipes) and deploy (LCE tooling)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+
+def _requirements(name):
+    lines = Path(__file__).with_name(name).read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith(("#", "-r"))]
+
+
+setup(
+    name="melius_larq",
+    version="0.1.0",
+    description=(
+        "MeliusNet, BNN+ and CBD binary neural networks for Keras/Larq, "
+        "deployed with Larq Compute Engine"
+    ),
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["melius_larq", "melius_larq.*", "zoo", "zoo.*", "deploy", "deploy.*"]),
+    package_data={"melius_larq": ["py.typed"]},
+    python_requires=">=3.10,<3.13",
+    install_requires=_requirements("requirements.txt"),
+    extras_require={
+        "test": _requirements("requirements-test.txt"),
+        "zoo": ["larq-zoo==2.4.0", "protobuf==3.20.3"],
+    },
+    entry_points={"console_scripts": ["melius-larq=melius_larq.cli:main"]},
+    license="Apache-2.0",
+    classifiers=["Programming Language :: Python :: 3.11"],
+)
