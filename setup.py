@@ -17,9 +17,15 @@ setup(
         "MeliusNet, BNN+ and CBD binary neural networks for Keras/Larq, "
         "deployed with Larq Compute Engine"
     ),
-    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description=(
+        Path(__file__).with_name("README.md").read_text()
+        if Path(__file__).with_name("README.md").exists()
+        else ""
+    ),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["melius_larq", "melius_larq.*", "zoo", "zoo.*", "deploy", "deploy.*"]),
+    packages=find_packages(
+        include=["melius_larq", "melius_larq.*", "zoo", "zoo.*", "deploy", "deploy.*"]
+    ),
     package_data={"melius_larq": ["py.typed"]},
     python_requires=">=3.10,<3.13",
     install_requires=_requirements("requirements.txt"),

@@ -16,9 +16,9 @@ _LEGACY_VALUES = ("1", "true", "True")
 
 
 def _is_keras2(tf_module) -> bool:
-    # tf.keras is the module ``tf_keras.api._v2.keras`` under Keras 2 and
-    # ``keras._tf_keras.keras`` under Keras 3; neither carries a usable ``__version__``.
-    return tf_module.keras.__name__.startswith("tf_keras")
+    # Under Keras 2 the layer classes come from tf_keras, under Keras 3 from keras.src;
+    # neither tf.keras module carries a usable ``__version__``.
+    return tf_module.keras.layers.Layer.__module__.startswith("tf_keras")
 
 
 def ensure_legacy_keras():
@@ -40,8 +40,7 @@ def ensure_legacy_keras():
         is_keras2 = _is_keras2(tf)
     except ImportError as err:  # tf_keras missing
         raise ImportError(
-            "melius_larq needs Keras 2 through the tf_keras package: "
-            "pip install 'tf-keras==2.16.0'"
+            "melius_larq needs Keras 2 through the tf_keras package: pip install 'tf-keras==2.16.0'"
         ) from err
     if not is_keras2:
         hint = (
@@ -50,7 +49,7 @@ def ensure_legacy_keras():
             else "tf.keras resolved to Keras 3"
         )
         raise ImportError(
-            f"{hint} (tf.keras is {tf.keras.__name__!r}), but larq and "
+            f"{hint} (tf.keras.layers.Layer comes from {tf.keras.layers.Layer.__module__!r}), but larq and "
             "Larq Compute Engine need Keras 2. Set the environment variable "
             "TF_USE_LEGACY_KERAS=1 before importing TensorFlow (or import melius_larq "
             "first), and never mix `import keras` (Keras 3) with larq."

@@ -28,9 +28,7 @@ __all__ = ["summary", "layer_accounting"]
 
 BITS_FP = 32
 BITS_BINARY = 1
-BOPS_PER_OP = (
-    64  # a 64-bit CPU does 64 binary operations per instruction (paper, sec. 5)
-)
+BOPS_PER_OP = 64  # a 64-bit CPU does 64 binary operations per instruction (paper, sec. 5)
 
 
 def _precision(quantizer) -> int | None:
@@ -38,10 +36,7 @@ def _precision(quantizer) -> int | None:
 
 
 def _is_binary_kernel(layer) -> bool:
-    return (
-        isinstance(layer, lq.layers.QuantConv2D)
-        and _precision(layer.kernel_quantizer) == 1
-    )
+    return isinstance(layer, lq.layers.QuantConv2D) and _precision(layer.kernel_quantizer) == 1
 
 
 def _is_binary_conv(layer) -> bool:
@@ -50,26 +45,18 @@ def _is_binary_conv(layer) -> bool:
 
 def _part(name: str) -> str:
     match = re.match(r"(stem|section_\d+_block|section_\d+_transition|head)", name)
-    return (
-        match.group(1).replace("_block", " blocks").replace("_", " ")
-        if match
-        else "other"
-    )
+    return match.group(1).replace("_block", " blocks").replace("_", " ") if match else "other"
 
 
 def layer_accounting(layer) -> dict:
     """Counts of one layer: ``params``, ``binary_params``, ``macs``, ``binary``."""
     out = {"params": 0, "binary_params": 0, "macs": 0, "binary": False}
-    if isinstance(
-        layer, tf.keras.layers.Conv2D
-    ):  # includes QuantConv2D, DepthwiseConv2D
+    if isinstance(layer, tf.keras.layers.Conv2D):  # includes QuantConv2D, DepthwiseConv2D
         kernel = getattr(layer, "depthwise_kernel", None)
         if kernel is None:
             kernel = layer.kernel
         weights = int(np.prod(kernel.shape))
-        bias = (
-            int(layer.bias.shape[0]) if getattr(layer, "bias", None) is not None else 0
-        )
+        bias = int(layer.bias.shape[0]) if getattr(layer, "bias", None) is not None else 0
         _, h, w, _ = layer.output_shape
         out["macs"] = int(h) * int(w) * weights
         if _is_binary_kernel(layer):
@@ -88,9 +75,7 @@ def layer_accounting(layer) -> dict:
     return out
 
 
-def summary(
-    model: tf.keras.Model, *, print_fn: Callable[[str], None] | None = print
-) -> dict:
+def summary(model: tf.keras.Model, *, print_fn: Callable[[str], None] | None = print) -> dict:
     """The authors' accounting of a model, printed as a table and returned as a mapping.
 
     Args:

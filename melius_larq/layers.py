@@ -31,9 +31,7 @@ class ChannelShuffle(tf.keras.layers.Layer):
     def __init__(self, groups: int, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(groups, int) or groups < 1:
-            raise ValueError(
-                f"Expected `groups` to be a positive int, but got {groups!r}."
-            )
+            raise ValueError(f"Expected `groups` to be a positive int, but got {groups!r}.")
         self.groups = groups
 
     def build(self, input_shape):
@@ -48,9 +46,7 @@ class ChannelShuffle(tf.keras.layers.Layer):
     def call(self, inputs):
         shape = tf.shape(inputs)
         channels = inputs.shape[-1]
-        x = tf.reshape(
-            inputs, [shape[0], shape[1], shape[2], self.groups, channels // self.groups]
-        )
+        x = tf.reshape(inputs, [shape[0], shape[1], shape[2], self.groups, channels // self.groups])
         x = tf.transpose(x, [0, 1, 2, 4, 3])
         return tf.reshape(x, [shape[0], shape[1], shape[2], channels])
 

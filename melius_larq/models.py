@@ -20,7 +20,6 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -42,9 +41,7 @@ __all__ = [
     "min_input_size",
 ]
 
-GROWTH_RATE = (
-    64  # every binary conv outputs k = 64 channels (basenet_dense.py defaults)
-)
+GROWTH_RATE = 64  # every binary conv outputs k = 64 channels (basenet_dense.py defaults)
 STEM_FEATURES = 64  # channels leaving every stem
 BN_MOMENTUM = 0.9  # MXNet BatchNorm defaults
 BN_EPSILON = 1e-5
@@ -146,27 +143,25 @@ PRESETS: dict[str, Preset] = {
 def _initializer(preset: Preset):
     if preset.initializer == "he_normal":
         # mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2): N(0, 2/fan_in).
-        return tf.keras.initializers.VarianceScaling(
-            2.0, "fan_in", "untruncated_normal"
-        )
+        return tf.keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
     return tf.keras.initializers.get(preset.initializer)
 
 
-@contextlib.contextmanager
-def _quiet_starved_weight_warning(active: bool):
-    """Silence larq's per-layer warning about binary kernels without a constraint.
+class _StarvedWeightFilter(logging.Filter):
+    """Drops larq's warning about binary kernels without a constraint.
 
     The authors train the latent weights with a plain identity STE and no clip (spec 1.6), so
-    the warning would fire once per binary layer for a deliberate choice.
+    the presets ``"lce"`` and ``"reference"`` make that choice deliberately and larq would
+    warn once per binary layer, at every build and every ``load_model``. The filter is
+    installed once, on larq's ``larq.layers_base`` logger, and drops only that message.
     """
-    logger = logging.getLogger("larq.layers_base")
-    previous = logger.level
-    if active:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
+
+    def filter(self, record):
+        return "may result in starved weights" not in record.getMessage()
+
+
+_STARVED_FILTER = _StarvedWeightFilter()
+logging.getLogger("larq.layers_base").addFilter(_STARVED_FILTER)
 
 
 class _Builder:
@@ -176,7 +171,6 @@ class _Builder:
         self.spec = spec
         self.preset = preset
         self.stem = stem
-        self.init = _initializer(preset)
 
     # Layers --------------------------------------------------------------------------
     def norm(self, x, name):
@@ -195,7 +189,7 @@ class _Builder:
             padding=padding,
             groups=groups,
             use_bias=False,
-            kernel_initializer=self.init,
+            kernel_initializer=_initializer(self.preset),
             name=name,
         )(x)
 
@@ -209,19 +203,25 @@ class _Builder:
             use_bias=False,
             input_quantizer=lq.quantizers.SteSign(clip_value=p.activation_clip),
             kernel_quantizer=lq.quantizers.SteSign(clip_value=p.kernel_clip),
-            kernel_constraint=(
-                lq.constraints.WeightClip(p.weight_clip) if p.weight_clip else None
-            ),
-            kernel_initializer=self.init,
+            kernel_constraint=(lq.constraints.WeightClip(p.weight_clip) if p.weight_clip else None),
+            kernel_initializer=_initializer(self.preset),
             name=name,
         )(x)
 
-    def strided(self, x, layer_fn, pad, name):
-        """A stride-2 layer with MXNet's symmetric padding (or Keras "same")."""
-        if self.preset.symmetric_stem:
-            x = tf.keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-            return layer_fn(x, "valid")
-        return layer_fn(x, "same")
+    def strided(self, x, layer_fn, kernel, pad, name):
+        """A stride-2 layer with MXNet's symmetric padding (or Keras "same").
+
+        MXNet pads ``pad`` pixels on both sides. Where the last window never reaches the
+        bottom/right padding (e.g. a 3x3/2 conv on an even size), those unused rows are not
+        padded at all: the result is identical, and it keeps LCE's pad-fusion pass (which
+        would rewrite a symmetric PAD + stride-2 VALID conv into TFLite "SAME", i.e.
+        asymmetric, padding and change the output) from matching.
+        """
+        if not self.preset.symmetric_stem:
+            return layer_fn(x, "same")
+        pads = tuple((pad, _used_after_padding(size, kernel, 2, pad)) for size in x.shape[1:3])
+        x = tf.keras.layers.ZeroPadding2D(pads, name=f"{name}_pad")(x)
+        return layer_fn(x, "valid")
 
     # Network parts ---------------------------------------------------------------------
     def build_stem(self, x):
@@ -232,6 +232,7 @@ class _Builder:
                 x,
                 lambda t, pad: self.conv(t, STEM_FEATURES, 7, strides=2, padding=pad,
                                          name="stem_s0_conv"),
+                7,
                 3,
                 "stem_s0",
             )  # fmt: skip
@@ -242,6 +243,7 @@ class _Builder:
                 x,
                 lambda t, pad: self.conv(t, width, 3, strides=2, padding=pad,
                                          name="stem_s0_conv"),
+                3,
                 1,
                 "stem_s0",
             )  # fmt: skip
@@ -256,6 +258,7 @@ class _Builder:
                 x,
                 lambda t, pad: tf.keras.layers.MaxPool2D(3, 2, padding=pad,
                                                          name="stem_pool")(t),
+                3,
                 1,
                 "stem_pool",
             )  # fmt: skip
@@ -287,9 +290,7 @@ class _Builder:
     def features(self, x):
         x = self.build_stem(x)
         transitions = (*self.spec.transition_features, None)
-        for i, (n, filters) in enumerate(
-            zip(self.spec.blocks, transitions, strict=True)
-        ):
+        for i, (n, filters) in enumerate(zip(self.spec.blocks, transitions, strict=True)):
             for j in range(n):
                 x = self.block(x, f"section_{i}_block_{j}")
             if filters:
@@ -304,13 +305,21 @@ class _Builder:
             x = tf.keras.layers.Flatten(name="head_globalpool_flatten")(x)
         else:
             x = tf.keras.layers.GlobalAveragePooling2D(name="head_globalpool")(x)
-        x = tf.keras.layers.Dense(num_classes, kernel_initializer=self.init,
+        x = tf.keras.layers.Dense(num_classes, kernel_initializer=_initializer(self.preset),
                                   name="head_dense")(x)  # fmt: skip
         if classifier_activation is not None:
             x = tf.keras.layers.Activation(
                 classifier_activation, dtype="float32", name="head_softmax"
             )(x)
         return x
+
+
+def _used_after_padding(size: int | None, kernel: int, stride: int, pad: int) -> int:
+    """Bottom/right padding rows that a symmetric ``pad`` actually feeds into a window."""
+    if size is None:
+        return pad
+    out = (size + 2 * pad - kernel) // stride + 1
+    return max(0, min(pad, (out - 1) * stride + kernel - (size + pad)))
 
 
 def _downsample(size: int, preset: Preset, stem: str) -> list[int]:
@@ -345,9 +354,7 @@ def _get_preset(preset) -> Preset:
     if isinstance(preset, Preset):
         return preset
     if preset not in PRESETS:
-        raise ValueError(
-            f"Unknown preset {preset!r}; expected one of {', '.join(PRESETS)}."
-        )
+        raise ValueError(f"Unknown preset {preset!r}; expected one of {', '.join(PRESETS)}.")
     return PRESETS[preset]
 
 
@@ -387,14 +394,8 @@ def build_model(
     """
     _check_stem(stem)
     p = _get_preset(preset)
-    if (
-        not isinstance(num_classes, int)
-        or isinstance(num_classes, bool)
-        or num_classes < 1
-    ):
-        raise ValueError(
-            f"Expected `num_classes` to be a positive int, but got {num_classes!r}."
-        )
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"Expected `num_classes` to be a positive int, but got {num_classes!r}.")
     if input_tensor is not None and input_shape is None:
         input_shape = tuple(input_tensor.shape[1:])
     shape = _resolve_input_shape(input_shape, include_top, stem)
@@ -423,21 +424,16 @@ def build_model(
         inputs = tf.keras.layers.Input(tensor=input_tensor, shape=shape)
 
     builder = _Builder(spec, p, stem)
-    with _quiet_starved_weight_warning(p.weight_clip is None):
-        x = builder.features(inputs)
-        if include_top:
-            x = builder.head(x, num_classes, classifier_activation)
+    x = builder.features(inputs)
+    if include_top:
+        x = builder.head(x, num_classes, classifier_activation)
     model_inputs = (
-        tf.keras.utils.get_source_inputs(input_tensor)
-        if input_tensor is not None
-        else inputs
+        tf.keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
     )
     model = tf.keras.Model(model_inputs, x, name=name or spec.name.lower())
 
     if weights is not None:
         from melius_larq import weights as weights_lib  # local: avoids an import cycle
 
-        weights_lib.load_weights_into(
-            model, weights, spec=spec, preset=p, include_top=include_top
-        )
+        weights_lib.load_weights_into(model, weights, spec=spec, preset=p, include_top=include_top)
     return model

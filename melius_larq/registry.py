@@ -105,9 +105,7 @@ def _make_builder(spec: VariantSpec) -> Callable[..., tf.keras.Model]:
     builder.__doc__ = _DOC.format(
         name=spec.name,
         lname=spec.name.lower(),
-        kind="DenseBlock + ImprovementBlock"
-        if spec.family == "meliusnet"
-        else "DenseBlocks only",
+        kind="DenseBlock + ImprovementBlock" if spec.family == "meliusnet" else "DenseBlocks only",
         blocks=", ".join(map(str, spec.blocks)),
         transitions=", ".join(map(str, spec.transition_features)),
         grouping=grouping,
@@ -132,9 +130,7 @@ def list_models(filter: str = "") -> list[str]:  # noqa: A002  (timm's name)
 def _canonical(name: str) -> str:
     lookup = {n.lower(): n for n in _BUILDERS}
     if not isinstance(name, str) or name.lower() not in lookup:
-        raise ValueError(
-            f"Unknown model {name!r}; expected one of: {', '.join(_BUILDERS)}."
-        )
+        raise ValueError(f"Unknown model {name!r}; expected one of: {', '.join(_BUILDERS)}.")
     return lookup[name.lower()]
 
 
@@ -152,9 +148,7 @@ def create_model(name: str, **kwargs) -> tf.keras.Model:
         ValueError: for an unknown name (the message lists the valid ones).
     """
     builder = _BUILDERS[_canonical(name)]
-    kwargs = {
-        k: v for k, v in kwargs.items() if v is not None or k == "classifier_activation"
-    }
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "classifier_activation"}
     return builder(**kwargs)
 
 

@@ -105,9 +105,7 @@ def _sha256(path: Path) -> str:
 
 def default_cache_dir() -> Path:
     """``$MELIUS_LARQ_CACHE`` or ``~/.cache/melius_larq``."""
-    return Path(
-        os.environ.get("MELIUS_LARQ_CACHE", Path.home() / ".cache" / "melius_larq")
-    )
+    return Path(os.environ.get("MELIUS_LARQ_CACHE", Path.home() / ".cache" / "melius_larq"))
 
 
 def fetch_pretrained(
@@ -136,9 +134,7 @@ def fetch_pretrained(
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     source = url or cfg.url
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{cfg.filename}.", suffix=".part"
-    )
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{cfg.filename}.", suffix=".part")
     try:
         try:
             with (
@@ -148,9 +144,7 @@ def fetch_pretrained(
                 total = int(resp.headers.get("Content-Length") or 0) or None
                 from tqdm.auto import tqdm
 
-                with tqdm(
-                    total=total, unit="B", unit_scale=True, desc=cfg.filename
-                ) as bar:
+                with tqdm(total=total, unit="B", unit_scale=True, desc=cfg.filename) as bar:
                     for chunk in iter(lambda: resp.read(1 << 20), b""):
                         out.write(chunk)
                         bar.update(len(chunk))
@@ -186,16 +180,13 @@ def read_h5_weights(path: str | os.PathLike) -> dict[str, list[tuple[str, np.nda
     with h5py.File(path, "r") as f:
         group = f["model_weights"] if "model_weights" in f else f
         if "layer_names" not in group.attrs:
-            raise ValueError(
-                f"{str(path)!r} is an HDF5 file but holds no Keras layer weights."
-            )
+            raise ValueError(f"{str(path)!r} is an HDF5 file but holds no Keras layer weights.")
         result = {}
         for raw in group.attrs["layer_names"]:
             layer = raw.decode() if isinstance(raw, bytes) else str(raw)
             g = group[layer]
             names = [
-                n.decode() if isinstance(n, bytes) else str(n)
-                for n in g.attrs["weight_names"]
+                n.decode() if isinstance(n, bytes) else str(n) for n in g.attrs["weight_names"]
             ]
             if names:
                 result[layer] = [(n, np.asarray(g[n])) for n in names]
@@ -212,11 +203,7 @@ def _mismatch_message(layer, weight_name, file_shape, model_shape, path) -> str:
             f"The weights in {path!r} have num_classes={file_shape[-1]}, but the model was "
             f"built with num_classes={model_shape[-1]}."
         )
-    if (
-        layer.name == "stem_s0_conv"
-        and len(file_shape) == 4
-        and file_shape[2] != model_shape[2]
-    ):
+    if layer.name == "stem_s0_conv" and len(file_shape) == 4 and file_shape[2] != model_shape[2]:
         return (
             f"The weights in {path!r} expect {file_shape[2]} input channels, but the model's "
             f"input has {model_shape[2]} channels."
@@ -260,9 +247,7 @@ def load_h5_weights(model: tf.keras.Model, path: str | os.PathLike) -> None:
         if arrays is None:
             missing.append(layer.name)
             continue
-        used.update(
-            k for k in stored if k == layer.name or k.startswith(f"{layer.name}_conv")
-        )
+        used.update(k for k in stored if k == layer.name or k.startswith(f"{layer.name}_conv"))
         if len(arrays) != len(layer.weights):
             raise ValueError(
                 f"Layer {layer.name!r} has {len(layer.weights)} weights but {path!r} stores "
@@ -277,9 +262,7 @@ def load_h5_weights(model: tf.keras.Model, path: str | os.PathLike) -> None:
                 )
             if tuple(array.shape) != tuple(variable.shape):
                 raise ValueError(
-                    _mismatch_message(
-                        layer, file_name, array.shape, variable.shape, path
-                    )
+                    _mismatch_message(layer, file_name, array.shape, variable.shape, path)
                 )
             values.append(array)
         assignments.append((layer, values))

@@ -1,0 +1,56 @@
+"""Every registry model converts with LCE into one LceBconv2d per binary conv and matches Keras."""
+
+import numpy as np
+import pytest
+from conftest import SMALL_SHAPE, small_model
+
+import melius_larq
+from deploy import convert_model, op_inventory
+from melius_larq._compat import tf
+
+lce = pytest.importorskip("larq_compute_engine")
+
+# LCE folds each BatchNorm into a multiply-add and accumulates binary dot products exactly,
+# so Keras and LCE differ only by float32 re-association across ~40-110 layers: about 1e-6
+# relative to the logits' scale (measured). 1e-4 keeps two orders of magnitude of headroom
+# while still failing on any real mismatch (a wrong padding gives errors of order 1).
+LCE_LOGIT_RTOL = 1e-4
+
+
+def _float_convs(model):
+    return sum(
+        isinstance(layer, tf.keras.layers.Conv2D) and "binconv" not in layer.name
+        for layer in model.layers
+    )
+
+
+@pytest.mark.parametrize("name", melius_larq.list_models())
+def test_converts_to_one_bconv_per_binary_layer_and_matches_keras(name):
+    model = small_model(name)
+    buf = convert_model(model)
+    ops = op_inventory(buf)
+    binary = sum("binconv" in layer.name for layer in model.layers)
+    assert ops.get("LceBconv2d", 0) == binary
+    assert ops.get("LceQuantize", 0) == binary  # one sign per binary conv, no extra ones
+    # float CONV_2D only for the float convs (stem, transitions): none stands in for a binary one
+    assert ops.get("CONV_2D", 0) == _float_convs(model)
+    assert "LceDequantize" not in ops
+
+    x = np.random.RandomState(0).uniform(-1, 1, (3, *SMALL_SHAPE)).astype(np.float32)
+    expected = model(x, training=False).numpy()
+    got = lce.testing.Interpreter(buf, use_indirect_bgemm=True).predict(x)
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, atol=LCE_LOGIT_RTOL * scale, rtol=0)
+    np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
+
+
+@pytest.mark.parametrize("size", [32, 33, 40])
+def test_symmetric_stem_survives_lce_pad_fusion(size):
+    """LCE rewrites PAD+stride-2 VALID conv into SAME whenever the pads look symmetric;
+    the stem must still compute MXNet's symmetric padding after conversion."""
+    model = melius_larq.MeliusNet22(input_shape=(size, size, 3), include_top=False)
+    sub = tf.keras.Model(model.input, model.get_layer("stem_pool").output)
+    buf = convert_model(sub)
+    x = np.random.RandomState(size).uniform(-1, 1, (1, size, size, 3)).astype(np.float32)
+    got = lce.testing.Interpreter(buf, use_indirect_bgemm=True).predict(x)
+    np.testing.assert_allclose(got, sub(x, training=False), atol=1e-5)

@@ -1,0 +1,216 @@
+"""Every registry model: build, forward, gradients, no-top, serialization, fit."""
+
+import inspect
+
+import numpy as np
+import pytest
+from conftest import SMALL_CLASSES, SMALL_SHAPE, small_model
+
+import melius_larq
+from melius_larq._compat import tf
+
+MODELS = melius_larq.list_models()
+
+# Saving and reloading runs the same ops on the same weights, so outputs agree to float32
+# round-off of a re-ordered reduction at most (in practice they are bitwise equal).
+SAME_GRAPH_ATOL = 1e-6
+
+
+def _inputs(batch=2, shape=SMALL_SHAPE, seed=0):
+    return np.random.RandomState(seed).uniform(-1, 1, (batch, *shape)).astype(np.float32)
+
+
+def _without_build_config(config):
+    """Drops Keras' ``build_config`` entries, which an unbuilt clone does not record."""
+    if isinstance(config, dict):
+        return {k: _without_build_config(v) for k, v in config.items() if k != "build_config"}
+    if isinstance(config, list):
+        return [_without_build_config(v) for v in config]
+    return config
+
+
+def _final_channels(name):
+    spec = melius_larq.get_model_spec(name)
+    return spec.transition_features[-1] + 64 * spec.blocks[-1]
+
+
+def test_registry_lists_every_builder():
+    assert MODELS == [
+        "MeliusNet22", "MeliusNet29", "MeliusNet42", "MeliusNet59", "MeliusNetA",
+        "MeliusNetB", "MeliusNetC", "MeliusNet23", "BinaryDenseNet28", "BinaryDenseNet37",
+        "BinaryDenseNet45",
+    ]  # fmt: skip
+    for name in MODELS:
+        assert getattr(melius_larq, name) is melius_larq.get_builder(name)
+    assert melius_larq.list_models("binarydense*") == [n for n in MODELS if "Dense" in n]
+
+
+def test_builders_share_one_keyword_only_signature():
+    reference = inspect.signature(melius_larq.MeliusNet22)
+    for name in MODELS:
+        sig = inspect.signature(getattr(melius_larq, name))
+        assert sig == reference, name
+        assert all(p.kind is p.KEYWORD_ONLY for p in sig.parameters.values()), name
+    assert list(reference.parameters)[:5] == [
+        "input_shape", "input_tensor", "weights", "include_top", "num_classes",
+    ]  # fmt: skip
+    with pytest.raises(TypeError):
+        melius_larq.MeliusNet22((32, 32, 3))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward(name):
+    model = small_model(name)
+    y = model(_inputs(), training=False).numpy()
+    assert y.shape == (2, SMALL_CLASSES)
+    assert np.isfinite(y).all()
+    binary = [layer for layer in model.layers if "binconv" in layer.name]
+    spec = melius_larq.get_model_spec(name)
+    per_block = 2 if spec.family == "meliusnet" else 1
+    assert len(binary) == per_block * sum(spec.blocks)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_trainable_variable_gets_a_gradient(name):
+    model = melius_larq.create_model(name, input_shape=SMALL_SHAPE, num_classes=SMALL_CLASSES)
+    x = _inputs(batch=4)
+    labels = np.arange(4) % SMALL_CLASSES
+    with tf.GradientTape() as tape:
+        loss = tf.keras.losses.sparse_categorical_crossentropy(labels, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    for variable, grad in zip(model.trainable_variables, grads, strict=True):
+        assert grad is not None, f"No gradient for {variable.name}"
+        assert np.any(grad.numpy() != 0), f"Zero gradient for {variable.name}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_no_top_returns_the_final_feature_map(name):
+    model = melius_larq.create_model(name, include_top=False)
+    assert model.output_shape == (None, None, None, _final_channels(name))
+    features = model(_inputs(batch=1, shape=(64, 64, 3)), training=False)
+    assert features.shape == (1, 2, 2, _final_channels(name))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
+    model = small_model(name)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = tf.keras.models.load_model(path, safe_mode=True)
+    x = _inputs()
+    np.testing.assert_allclose(
+        loaded(x, training=False), model(x, training=False), atol=SAME_GRAPH_ATOL, rtol=0
+    )
+    assert not any(isinstance(layer, tf.keras.layers.Lambda) for layer in loaded.layers)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_get_config_from_config_round_trip(name):
+    model = small_model(name)
+    clone = tf.keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    assert _without_build_config(clone.get_config()) == _without_build_config(model.get_config())
+    x = _inputs()
+    np.testing.assert_allclose(
+        clone(x, training=False), model(x, training=False), atol=SAME_GRAPH_ATOL, rtol=0
+    )
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fit_on_random_batches(name):
+    model = melius_larq.create_model(name, input_shape=SMALL_SHAPE, num_classes=SMALL_CLASSES)
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    x = _inputs(batch=8)
+    y = np.arange(8) % SMALL_CLASSES
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    changed = sum(
+        not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)
+    )
+    assert changed == len(before), "every weight (incl. BN statistics) should move in training"
+
+
+def test_input_tensor_and_default_shapes():
+    tensor = tf.keras.Input((48, 48, 3))
+    model = melius_larq.MeliusNet22(input_tensor=tensor, num_classes=3)
+    assert model.input is tensor and model.output_shape == (None, 3)
+    assert melius_larq.MeliusNet22().input_shape == (None, 224, 224, 3)
+    assert melius_larq.MeliusNet22(stem="thumbnail").input_shape == (None, 32, 32, 3)
+    assert melius_larq.MeliusNet22(include_top=False).input_shape == (None, None, None, 3)
+
+
+def test_classifier_activation():
+    probs = melius_larq.MeliusNet22(input_shape=SMALL_SHAPE, num_classes=4)
+    logits = melius_larq.MeliusNet22(
+        input_shape=SMALL_SHAPE, num_classes=4, classifier_activation=None
+    )
+    assert probs.layers[-1].name == "head_softmax"
+    assert logits.layers[-1].name == "head_dense"
+    out = probs(_inputs(), training=False).numpy()
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stem", ["grouped", "imagenet", "thumbnail"])
+@pytest.mark.parametrize("preset", ["lce", "larq_zoo"])
+def test_stems_and_presets_build_at_their_minimum_size(stem, preset):
+    size = melius_larq.min_input_size(stem=stem, preset=preset)
+    model = melius_larq.MeliusNet22(
+        input_shape=(size, size, 3), stem=stem, preset=preset, num_classes=2
+    )
+    assert model(_inputs(batch=1, shape=(size, size, 3)), training=False).shape == (1, 2)
+    with pytest.raises(ValueError, match=rf"at least {size}x{size}"):
+        melius_larq.MeliusNet22(input_shape=(size - 1, size - 1, 3), stem=stem, preset=preset)
+
+
+def test_symmetric_stem_padding_matches_mxnet():
+    """The stem's stride-2 layers pad like MXNet (1 px each side) for odd and even sizes."""
+    for size in (32, 33):
+        model = melius_larq.MeliusNet22(input_shape=(size, size, 3), include_top=False)
+        conv = model.get_layer("stem_s0_conv")
+        x = _inputs(batch=1, shape=(size, size, 3))
+        kernel = conv.kernel.numpy()
+        reference = tf.nn.conv2d(np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]), kernel, 2, "VALID")
+        sub = tf.keras.Model(model.input, conv.output)
+        np.testing.assert_allclose(sub(x), reference, atol=SAME_GRAPH_ATOL)
+
+
+def test_presets_binary_semantics():
+    import larq as lq
+
+    lce_model = melius_larq.MeliusNet22(input_shape=SMALL_SHAPE, num_classes=2)
+    zoo_model = melius_larq.MeliusNet22(input_shape=SMALL_SHAPE, num_classes=2, preset="larq_zoo")
+    with pytest.warns(UserWarning, match="only accelerates pad values"):
+        ref_model = melius_larq.MeliusNet22(
+            input_shape=SMALL_SHAPE, num_classes=2, preset="reference"
+        )
+    conv = lce_model.get_layer("section_0_block_0_dense_binconv")
+    assert conv.pad_values == 1.0 and conv.kernel_constraint is None
+    assert conv.input_quantizer.clip_value == 1.3 and conv.kernel_quantizer.clip_value is None
+    zconv = zoo_model.get_layer("section_0_block_0_dense_binconv")
+    assert zconv.pad_values == 0.0 and isinstance(
+        zconv.kernel_constraint, lq.constraints.WeightClip
+    )
+    assert ref_model.get_layer("section_0_block_0_dense_binconv").pad_values == -1.0
+    assert zoo_model.get_layer("stem_pool").pool_size == (2, 2)
+    assert lce_model.get_layer("stem_pool").pool_size == (3, 3)
+
+
+def test_improvement_block_adds_to_the_last_64_channels():
+    model = melius_larq.MeliusNet22(input_shape=SMALL_SHAPE, include_top=False)
+    names = ["stem_pool", "section_0_block_0_dense_concat", "section_0_block_0_improve_binconv",
+             "section_0_block_0_improve_concat"]  # fmt: skip
+    sub = tf.keras.Model(model.input, [model.get_layer(n).output for n in names])
+    x_in, dense, update, out = (t.numpy() for t in sub(_inputs(), training=False))
+    np.testing.assert_array_equal(out[..., :64], x_in)
+    np.testing.assert_array_equal(out[..., :-64], dense[..., :-64])
+    np.testing.assert_allclose(out[..., -64:], dense[..., -64:] + update, atol=SAME_GRAPH_ATOL)
+
+
+def test_channel_shuffle_matches_definition():
+    x = np.arange(2 * 1 * 1 * 32, dtype=np.float32).reshape(2, 1, 1, 32)
+    y = melius_larq.ChannelShuffle(4)(x).numpy()
+    expected = x.reshape(2, 1, 1, 4, 8).transpose(0, 1, 2, 4, 3).reshape(2, 1, 1, 32)
+    np.testing.assert_array_equal(y, expected)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        melius_larq.ChannelShuffle(4)(np.zeros((1, 1, 1, 6), np.float32))
