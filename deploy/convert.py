@@ -10,7 +10,7 @@ from pathlib import Path
 from deploy._lce import import_lce
 from melius_larq._compat import tf
 
-__all__ = ["TARGETS", "convert_model", "write_atomic"]
+__all__ = ["TARGETS", "convert_model", "load_keras_model", "write_atomic"]
 
 TARGETS = ("arm", "xcore")
 _IO_TYPES = {"float32": tf.float32, "int8": tf.int8}
@@ -114,3 +114,47 @@ def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
             os.remove(tmp)
         raise
     return path
+
+
+def load_keras_model(
+    source, *, input_size: int | None = None, num_classes: int | None = None
+) -> tf.keras.Model:
+    """A Keras model from a model object, a registry name, or a .keras/.h5/SavedModel path.
+
+    Args:
+        source: a ``tf.keras.Model``, a registry name such as ``"MeliusNet22"`` (built with
+            random weights), or a path to a ``.keras`` file, a full-model ``.h5`` file or a
+            SavedModel directory.
+        input_size: for registry names, the input height/width (default 224).
+        num_classes: for registry names, the classifier size (default 1000).
+
+    Raises:
+        ValueError: when the path does not exist or is not a Keras model.
+    """
+    import melius_larq
+
+    if isinstance(source, tf.keras.Model):
+        return source
+    source = str(source)
+    path = Path(source)
+    if not path.exists():
+        lookup = {n.lower() for n in melius_larq.list_models()}
+        if source.lower() in lookup:
+            size = input_size or 224
+            return melius_larq.create_model(
+                source, input_shape=(size, size, 3), num_classes=num_classes or 1000
+            )
+        raise ValueError(
+            f"{source!r} is neither an existing model file nor a registry model "
+            f"({', '.join(melius_larq.list_models())})."
+        )
+    is_saved_model = path.is_dir() and (path / "saved_model.pb").exists()
+    if not (is_saved_model or path.suffix in (".keras", ".h5", ".hdf5")):
+        raise ValueError(
+            f"{source!r} is not a Keras model: expected a .keras file, a full-model .h5 file "
+            "or a SavedModel directory."
+        )
+    try:
+        return tf.keras.models.load_model(path, compile=False)
+    except Exception as err:  # Keras raises many kinds for a file that is not a model
+        raise ValueError(f"Could not load a Keras model from {source!r}: {err}") from err

@@ -1,0 +1,46 @@
+# melius_larq: every target sets itself up on a fresh machine and is quick when already set up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-deps
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup data test lint format demo bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): requirements.txt requirements-test.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# Fashion-MNIST ships in Debian; install it where apt is available and the data is missing.
+data:
+	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist \
+		|| echo "warning: could not install dataset-fashion-mnist; pass --data-dir instead"; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: setup lint
+	$(PY) -m pytest -n 2 -q --durations=15
+
+demo: setup
+	$(PY) -m melius_larq.cli demo
+
+bench: setup
+	$(PY) -m melius_larq.cli bench-suite --out bench_results
+
+clean:
+	rm -rf $(VENV) runs bench_results .pytest_cache

@@ -1,0 +1,1 @@
+"""zoo: datasets, training recipes and evaluation for melius_larq models."""

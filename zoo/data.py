@@ -1,0 +1,138 @@
+"""Datasets: Fashion-MNIST from IDX files (offline), CIFAR-10 and ImageNet via TFDS.
+
+Fashion-MNIST is read from, in order: ``data_dir`` given by the user, ``$MELIUS_LARQ_DATA``,
+and the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``).
+When none has the files, tensorflow-datasets' ``fashion_mnist`` is tried (it downloads when
+online).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DEBIAN_FASHION_MNIST",
+    "DataError",
+    "fashion_mnist_files",
+    "load_fashion_mnist",
+    "read_idx",
+]
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_UBYTE = 0x08  # IDX type code for unsigned bytes; the only one Fashion-MNIST uses
+HOW_TO_GET = (
+    "Install the Debian package (sudo apt-get install dataset-fashion-mnist), pass "
+    "--data-dir pointing at the four IDX files (train/t10k images/labels, .gz or not), or "
+    "let tensorflow-datasets download 'fashion_mnist' on a machine that is online."
+)
+
+
+class DataError(ValueError):
+    """A dataset is missing, corrupt or truncated."""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an IDX file (optionally gzipped) of unsigned bytes into an ndarray.
+
+    Raises:
+        DataError: naming the file when its header is not IDX or its data is truncated.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # gzip raises EOFError on a truncated stream
+        raise DataError(
+            f"Cannot read {str(path)!r}: {err}. The file is corrupt or truncated."
+        ) from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{str(path)!r} is not an IDX file (bad magic number {raw[:4]!r}).")
+    if raw[2] != _IDX_UBYTE:
+        raise DataError(f"{str(path)!r}: IDX type 0x{raw[2]:02x} is not unsigned bytes (0x08).")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{str(path)!r} is truncated inside its header.")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{str(path)!r} is truncated or corrupt: its header announces shape {shape} "
+            f"({expected} bytes of data) but it holds {len(raw) - header}."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.gz", stem):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def fashion_mnist_files(split: str, data_dir: str | os.PathLike | None = None):
+    """The (images, labels) IDX paths of a split, or None when no directory has them."""
+    if split not in _FILES:
+        raise DataError(f"Unknown split {split!r}; expected 'train' or 'test'.")
+    candidates = [Path(d) for d in (data_dir, os.environ.get("MELIUS_LARQ_DATA")) if d]
+    candidates.append(DEBIAN_FASHION_MNIST)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"--data-dir {str(data_dir)!r} is not a directory. {HOW_TO_GET}")
+    for directory in candidates:
+        paths = [_find(directory, stem) for stem in _FILES[split]]
+        if all(paths):
+            return tuple(paths)
+        if data_dir is not None and directory == Path(data_dir):
+            raise DataError(
+                f"{str(directory)!r} does not hold the Fashion-MNIST {split} files "
+                f"{' and '.join(_FILES[split])} (.gz or not). {HOW_TO_GET}"
+            )
+    return None
+
+
+def _from_tfds(split: str):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise DataError(f"Fashion-MNIST not found. {HOW_TO_GET}") from err
+    try:
+        ds = tfds.load("fashion_mnist", split=split, batch_size=-1, as_supervised=True)
+    except Exception as err:  # TFDS raises many kinds when offline
+        raise DataError(
+            f"Fashion-MNIST not found locally and TFDS failed ({err}). {HOW_TO_GET}"
+        ) from err
+    images, labels = tfds.as_numpy(ds)
+    return images[..., 0].astype(np.uint8), labels.astype(np.int64)
+
+
+def load_fashion_mnist(split: str = "train", data_dir: str | os.PathLike | None = None):
+    """Fashion-MNIST as numpy arrays.
+
+    Args:
+        split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
+        data_dir: directory with the IDX files; see the module docstring for the search order.
+
+    Returns:
+        ``(images, labels)``: uint8 ``[N, 28, 28]`` and int64 ``[N]``.
+
+    Raises:
+        DataError: when the data is missing (saying how to get it), corrupt or truncated.
+    """
+    paths = fashion_mnist_files(split, data_dir)
+    if paths is None:
+        return _from_tfds(split)
+    images, labels = (read_idx(p) for p in paths)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(
+            f"Fashion-MNIST {split} files disagree: images {images.shape}, labels {labels.shape}."
+        )
+    return images, labels.astype(np.int64)
