@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 __all__ = ["add_subcommands"]
@@ -42,8 +43,223 @@ def _cmd_demo(args) -> int:
     return 0 if result["passed"] else 1
 
 
+def _write_json(data: dict, path: str | None) -> None:
+    if path:
+        from deploy.convert import write_atomic
+
+        write_atomic((json.dumps(data, indent=2) + "\n").encode(), path)
+        print(f"wrote {path}")
+
+
+def _cmd_convert(args) -> int:
+    from deploy.convert import convert_model, write_atomic
+    from deploy.report import conversion_report, format_report
+
+    out_dir = Path(args.output).parent
+    if not out_dir.is_dir():
+        raise OSError(f"Cannot write {args.output!r}: directory {str(out_dir)!r} does not exist.")
+    model = _load_keras(args.model, args.input_size, args.num_classes)
+    input_shape = (
+        (args.input_size, args.input_size, model.input_shape[-1]) if args.input_size else None
+    )
+    if args.int8:
+        from deploy.int8 import convert_int8, load_calibration
+
+        calibration = load_calibration(args.calibration, model, limit=args.calibration_samples)
+        buf = convert_int8(model, calibration, target=args.target, int8_io=args.int8_io)
+    else:
+        buf = convert_model(model, target=args.target, input_shape=input_shape)
+    report = conversion_report(buf, keras_model=model, target=args.target)
+    path = write_atomic(buf, args.output)
+    print(format_report(report))
+    print(f"wrote {path} ({len(buf) / 2**20:.3f} MiB)")
+    _write_json(report, args.json)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from deploy.report import conversion_report, format_report
+
+    keras_model = _load_keras(args.keras, None, None) if args.keras else None
+    report = conversion_report(args.tflite, keras_model=keras_model, target=args.target)
+    print(format_report(report))
+    _write_json(report, args.json)
+    return 0
+
+
+def _verification_inputs(args, model):
+    import numpy as np
+
+    if args.data == "random":
+        rng = np.random.RandomState(args.seed)
+        return rng.uniform(-1, 1, (args.samples, *model.input_shape[1:])).astype(np.float32)
+    from zoo.data import dataset_inputs
+
+    return dataset_inputs(
+        args.data, model.input_shape[1:], limit=args.samples, data_dir=args.data_dir
+    )
+
+
+def _cmd_verify(args) -> int:
+    from deploy.verify import verify_flatbuffer
+
+    model = _load_keras(args.keras, args.input_size, args.num_classes)
+    x = _verification_inputs(args, model)
+    result = verify_flatbuffer(
+        args.tflite, model, x, min_agreement=args.min_agreement, max_abs_diff=args.max_abs_diff,
+        progress=True,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    _write_json(result, args.json)
+    if not result["passed"]:
+        print("verification FAILED", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from deploy.bench import (
+        benchmark_lce,
+        benchmark_tflite_float,
+        float_tflite,
+        format_markdown,
+        machine_info,
+    )
+
+    threads = [int(t) for t in args.threads.split(",")]
+    rows = []
+
+    def add(name, runtime, results):
+        for n, stats in results.items():
+            rows.append({"model": name, "runtime": runtime, "threads": n, **stats})
+
+    name = Path(args.tflite).stem
+    add(name, "LCE (indirect BGEMM)", benchmark_lce(args.tflite, threads=threads, runs=args.runs,
+                                                   warmup=args.warmup, progress=name))  # fmt: skip
+    if args.keras:
+        model = _load_keras(args.keras, args.input_size, args.num_classes)
+        add(f"{name} (float)", "TFLite float (XNNPACK)", benchmark_tflite_float(
+            float_tflite(model), threads=threads, runs=args.runs, warmup=args.warmup,
+            progress=f"{name} float"))  # fmt: skip
+    if args.mobilenet:
+        from deploy.flatbuffer import load_flatbuffer
+        from melius_larq._compat import tf
+
+        shape = load_flatbuffer_shape(load_flatbuffer(args.tflite))
+        mobilenet = tf.keras.applications.MobileNet(weights=None, input_shape=tuple(shape))
+        add("MobileNet-v1 1.0", "TFLite float (XNNPACK)", benchmark_tflite_float(
+            float_tflite(mobilenet), threads=threads, runs=args.runs, warmup=args.warmup,
+            progress="mobilenet"))  # fmt: skip
+    report = {"machine": machine_info(), "rows": rows}
+    table = format_markdown(rows, reference=name)
+    print(table)
+    _write_json(report, args.json)
+    if args.markdown:
+        from deploy.convert import write_atomic
+
+        write_atomic((table + "\n").encode(), args.markdown)
+    return 0
+
+
+def load_flatbuffer_shape(buf) -> list[int]:
+    """Input (height, width, channels) of a flatbuffer."""
+    from deploy.flatbuffer import read_model
+
+    model = read_model(buf)
+    sub = model.subgraphs[0]
+    return [int(d) for d in sub.tensors[sub.inputs[0]].shape[1:]]
+
+
+def _cmd_device_bench(args) -> int:
+    from deploy.bench import format_markdown
+    from deploy.device import run_device_benchmark
+
+    result = run_device_benchmark(
+        args.tflite, binary=args.binary, transport=args.transport, host=args.host,
+        serial=args.serial, threads=[int(t) for t in args.threads.split(",")],
+        num_runs=args.runs, warmup_runs=args.warmup, op_profiling=not args.no_profile,
+        adb=args.adb, ssh=args.ssh, scp=args.scp,
+    )  # fmt: skip
+    rows = [{**r, "median_ms": r["avg_ms"], "p90_ms": r["max_ms"]} for r in result["rows"]]
+    print(f"device: {result['device']} via {result['transport']}")
+    print(format_markdown(rows).replace("median ms", "avg ms").replace("p90 ms", "max ms"))
+    for row in result["rows"]:
+        top = sorted(row["by_node_type"], key=lambda r: -r.get("avg ms", 0))[:5]
+        if top:
+            print(f"\n{row['model']} x{row['threads']}: time by op type")
+            for r in top:
+                print(f"  {r['Node type']:>16} {r['avg ms']:8.3f} ms  ({r['avg %']:.1f} %)")
+    _write_json(result, args.json)
+    return 0
+
+
 def add_subcommands(sub) -> None:
     """Adds the deployment sub-commands to an argparse sub-parser collection."""
+    p = sub.add_parser("convert", help="convert a Keras model to an LCE flatbuffer")
+    p.add_argument("model", help="registry name, .keras/.h5 file or SavedModel directory")
+    p.add_argument("-o", "--output", required=True, help="output .tflite path")
+    p.add_argument("--target", default="arm", choices=["arm", "xcore"])
+    p.add_argument("--input-size", type=int, help="input height/width (registry models: 224)")
+    p.add_argument("--num-classes", type=int, help="classes of a registry model (1000)")
+    p.add_argument(
+        "--int8", action="store_true", help="int8 non-binary layers (needs --calibration)"
+    )
+    p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors too")
+    p.add_argument("--calibration", help="calibration data: fashion_mnist, cifar10 or a .npy file")
+    p.add_argument("--calibration-samples", type=int, default=500)
+    p.add_argument("--json", help="also write the conversion report as JSON")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("report", help="op inventory and sizes of a flatbuffer")
+    p.add_argument("tflite")
+    p.add_argument("--keras", help="the Keras model it came from (lists layers that stayed float)")
+    p.add_argument("--target", default="arm", choices=["arm", "xcore"])
+    p.add_argument("--json", help="write the report as JSON")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("verify", help="compare the LCE interpreter with Keras")
+    p.add_argument("tflite")
+    p.add_argument("--keras", required=True, help="registry name or model path")
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--data", default="random", help="random, fashion_mnist or cifar10")
+    p.add_argument("--data-dir", help="directory with the dataset files")
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-agreement", type=float, default=0.999, help="top-1 agreement to pass")
+    p.add_argument("--max-abs-diff", type=float, help="also fail above this output difference")
+    p.add_argument("--json")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("bench", help="host latency of a flatbuffer (LCE interpreter)")
+    p.add_argument("tflite")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--keras", help="also time the float TFLite of this Keras model")
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--mobilenet", action="store_true", help="also time float MobileNet-v1 1.0")
+    p.add_argument("--json")
+    p.add_argument("--markdown")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("device-bench", help="run lce_benchmark_model on a phone or ARM64 board")
+    p.add_argument("tflite", nargs="+")
+    p.add_argument("--binary", required=True, help="lce_benchmark_model built for the device")
+    p.add_argument("--transport", default="adb", choices=["adb", "ssh"])
+    p.add_argument("--host", help="ssh destination user@board")
+    p.add_argument("--serial", help="adb device serial")
+    p.add_argument("--threads", default="1,4")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--no-profile", action="store_true", help="skip --enable_op_profiling")
+    p.add_argument("--adb", default="adb")
+    p.add_argument("--ssh", default="ssh")
+    p.add_argument("--scp", default="scp")
+    p.add_argument("--json")
+    p.set_defaults(func=_cmd_device_bench)
+
     p = sub.add_parser("demo", help="build, account, convert and verify a model")
     p.add_argument("--model", default="MeliusNet22")
     p.add_argument("--input-size", type=int, default=224)

@@ -53,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_summary)
 
     from deploy import cli as deploy_cli
+    from zoo import cli as zoo_cli
 
     deploy_cli.add_subcommands(sub)
+    zoo_cli.add_subcommands(sub)
     return parser
 
 
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, ImportError) as err:
+    except (ValueError, OSError, ImportError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

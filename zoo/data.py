@@ -136,3 +136,50 @@ def load_fashion_mnist(split: str = "train", data_dir: str | os.PathLike | None 
             f"Fashion-MNIST {split} files disagree: images {images.shape}, labels {labels.shape}."
         )
     return images, labels.astype(np.int64)
+
+
+# Fashion-MNIST pixel statistics of the training split (x / 255), used to normalise inputs.
+FASHION_MNIST_MEAN = 0.2860
+FASHION_MNIST_STD = 0.3530
+
+
+def preprocess_fashion_mnist(images: np.ndarray) -> np.ndarray:
+    """uint8 ``[N, 28, 28]`` images to normalised float32 ``[N, 28, 28, 1]``."""
+    x = images.astype(np.float32) / 255.0
+    return ((x - FASHION_MNIST_MEAN) / FASHION_MNIST_STD)[..., None]
+
+
+def dataset_inputs(
+    name: str, input_shape, *, limit: int | None = None, data_dir=None
+) -> np.ndarray:
+    """Preprocessed test images of a dataset, for verification and calibration.
+
+    Raises:
+        DataError: for an unknown dataset, or when the model's input shape does not fit it.
+    """
+    if name == "fashion_mnist":
+        images, _ = load_fashion_mnist("test", data_dir)
+        x = preprocess_fashion_mnist(images[:limit])
+    elif name == "cifar10":
+        try:
+            import tensorflow_datasets as tfds
+
+            ds = tfds.load(
+                "cifar10", split="test", batch_size=-1, as_supervised=True, data_dir=data_dir
+            )
+        except Exception as err:
+            raise DataError(
+                f"CIFAR-10 is not available through tensorflow-datasets: {err}"
+            ) from err
+        images, _ = tfds.as_numpy(ds)
+        x = images[:limit].astype(np.float32) / 255.0
+    else:
+        raise DataError(
+            f"Unknown dataset {name!r}; expected 'random', 'fashion_mnist' or 'cifar10'."
+        )
+    if tuple(input_shape) != x.shape[1:]:
+        raise DataError(
+            f"The model expects inputs of shape {tuple(input_shape)}, but {name} images have "
+            f"shape {x.shape[1:]}."
+        )
+    return x

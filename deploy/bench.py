@@ -1,0 +1,178 @@
+"""Host benchmarks: LCE interpreter latency, beside float TFLite (XNNPACK) references.
+
+Every latency is the median (and p90) of ``runs`` timed single-image inferences after
+``warmup`` untimed ones, measured in this process so that ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from deploy.flatbuffer import load_flatbuffer
+from melius_larq._compat import tf
+
+__all__ = [
+    "benchmark_lce",
+    "benchmark_tflite_float",
+    "float_tflite",
+    "format_markdown",
+    "machine_info",
+    "timing_stats",
+]
+
+
+def timing_stats(seconds: Sequence[float]) -> dict:
+    """Median, p90, mean, min and max in milliseconds of a list of durations in seconds."""
+    ms = sorted(s * 1e3 for s in seconds)
+    p90 = ms[min(len(ms) - 1, int(np.ceil(0.9 * len(ms))) - 1)]
+    return {
+        "median_ms": statistics.median(ms),
+        "p90_ms": p90,
+        "mean_ms": statistics.fmean(ms),
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+        "runs": len(ms),
+    }
+
+
+def _time_calls(fn, *, runs: int, warmup: int, progress: str | None) -> dict:
+    if runs < 1 or warmup < 0:
+        raise ValueError(
+            f"Expected runs >= 1 and warmup >= 0, but got runs={runs}, warmup={warmup}."
+        )
+    for _ in range(warmup):
+        fn()
+    times = []
+    iterator = range(runs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=progress, leave=False)
+    for _ in iterator:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return timing_stats(times)
+
+
+def benchmark_lce(
+    buf,
+    *,
+    threads: Sequence[int] = (1,),
+    runs: int = 20,
+    warmup: int = 3,
+    progress: str | None = None,
+) -> dict[int, dict]:
+    """Latency of an LCE flatbuffer in the LCE interpreter, per thread count.
+
+    Uses the indirect BGEMM kernel (on x86 about 5x faster than the default kernel, and the only
+    fast one for grouped binary convolutions).
+
+    Returns:
+        ``{threads: timing_stats}``.
+    """
+    from deploy.verify import lce_interpreter
+
+    buf = load_flatbuffer(buf)
+    results = {}
+    for n in threads:
+        interpreter = lce_interpreter(buf, num_threads=n)
+        dtype = interpreter.input_types[0]
+        x = np.zeros((1, *interpreter.input_shapes[0][1:]), dtype=dtype)
+        results[n] = _time_calls(
+            lambda interp=interpreter, x=x: interp.predict(x),
+            runs=runs,
+            warmup=warmup,
+            progress=f"{progress} x{n}" if progress else None,
+        )
+    return results
+
+
+def float_tflite(model: tf.keras.Model, input_shape: Sequence[int] | None = None) -> bytes:
+    """The plain float TFLite flatbuffer of a Keras model (binary layers as float ops)."""
+    shape = tuple(input_shape) if input_shape else tuple(model.input_shape[1:])
+
+    @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32)], autograph=False)
+    def serve(x):
+        return model(x, training=False)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], model
+    )
+    return converter.convert()
+
+
+def benchmark_tflite_float(
+    buf: bytes,
+    *,
+    threads: Sequence[int] = (1,),
+    runs: int = 20,
+    warmup: int = 3,
+    progress: str | None = None,
+) -> dict[int, dict]:
+    """Latency of a float TFLite flatbuffer in TensorFlow's interpreter (XNNPACK delegate)."""
+    results = {}
+    for n in threads:
+        interpreter = tf.lite.Interpreter(model_content=buf, num_threads=n)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        results[n] = _time_calls(
+            interpreter.invoke,
+            runs=runs,
+            warmup=warmup,
+            progress=f"{progress} x{n}" if progress else None,
+        )
+    return results
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "machine": platform.machine(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+    }
+
+
+def format_markdown(rows: list[dict], *, reference: str | None = None) -> str:
+    """A Markdown table of ``{"model", "runtime", "threads", "median_ms", "p90_ms"}`` rows.
+
+    With ``reference`` (a model name), adds the ratio of each median to the reference's
+    median at the same thread count.
+    """
+    ref = {r["threads"]: r["median_ms"] for r in rows if r["model"] == reference}
+    head = "| model | runtime | threads | median ms | p90 ms |"
+    sep = "| --- | --- | ---: | ---: | ---: |"
+    if reference:
+        head += f" x {reference} |"
+        sep += " ---: |"
+    lines = [head, sep]
+    for r in rows:
+        line = (
+            f"| {r['model']} | {r['runtime']} | {r['threads']} | {r['median_ms']:.2f} | "
+            f"{r['p90_ms']:.2f} |"
+        )
+        if reference:
+            base = ref.get(r["threads"])
+            line += f" {r['median_ms'] / base:.2f} |" if base else " – |"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,298 @@
+"""int8 non-binary layers for LCE flatbuffers, calibrated on real data.
+
+LCE 0.16 produces int8 kernels only from quantization-aware graphs: its
+``experimental_default_int8_range`` leaves most layers float (specs/lce.md section 1). This
+module turns a trained float Keras model into such a graph after training:
+
+1. **BN folding**: a float ``Conv2D``/``Dense`` whose only consumer is a BatchNormalization
+   absorbs it (kernel scaled per output channel, bias added), so the int8 kernel is
+   quantized *after* folding, as TFLite needs.
+2. **Weight fake-quantization**: float conv/dense kernels are fake-quantized per output
+   channel, symmetric, 8 bit, ``narrow_range`` (TFLite's int8 weight scheme).
+3. **Activation fake-quantization**: every tensor (the input and each layer's output) gets a
+   ``FakeQuantWithMinMaxVars`` with the min/max observed on calibration data.
+
+Binary convolutions are untouched: LCE still bit-packs their weights, and with int8 tensors
+around them they read int8 inputs and write int8 outputs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import larq as lq
+import numpy as np
+
+from melius_larq._compat import tf
+
+__all__ = [
+    "calibrate_ranges",
+    "convert_int8",
+    "fake_quant_model",
+    "int8_flatbuffer_summary",
+    "load_calibration",
+    "share_scales",
+]
+
+
+class FakeQuant(tf.keras.layers.Layer):
+    """Fake-quantizes activations to int8 with a fixed, calibrated range."""
+
+    def __init__(self, lo: float, hi: float, **kwargs):
+        super().__init__(**kwargs)
+        self.lo, self.hi = float(lo), float(hi)
+
+    def call(self, inputs):
+        return tf.quantization.fake_quant_with_min_max_vars(inputs, self.lo, self.hi, num_bits=8)
+
+
+class FakeQuantConv2D(tf.keras.layers.Conv2D):
+    """Conv2D whose kernel is fake-quantized per output channel (symmetric int8)."""
+
+    def convolution_op(self, inputs, kernel):
+        return super().convolution_op(inputs, _fake_quant_kernel(kernel))
+
+
+class FakeQuantDense(tf.keras.layers.Dense):
+    """Dense whose kernel is fake-quantized per tensor (symmetric int8)."""
+
+    def call(self, inputs):
+        # per-tensor: the converter transposes FC kernels and rejects a per-channel axis
+        bound = tf.maximum(tf.reduce_max(tf.abs(self.kernel)), 1e-8)
+        kernel = tf.quantization.fake_quant_with_min_max_vars(
+            self.kernel, -bound, bound, num_bits=8, narrow_range=True
+        )
+        y = tf.matmul(inputs, kernel)
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y)
+
+
+def _fake_quant_kernel(kernel):
+    axes = list(range(len(kernel.shape) - 1))
+    bound = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8)
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        kernel, -bound, bound, num_bits=8, narrow_range=True
+    )
+
+
+def _is_float_layer(layer, cls) -> bool:
+    return isinstance(layer, cls) and not isinstance(layer, lq.layers_base.QuantizerBase)
+
+
+def _consumers(model) -> dict:
+    """layer name -> names of layers that consume its output."""
+    users: dict[str, list[str]] = {layer.name: [] for layer in model.layers}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for inbound in (
+                node.inbound_layers
+                if isinstance(node.inbound_layers, list)
+                else [node.inbound_layers]
+            ):
+                users.setdefault(inbound.name, []).append(layer.name)
+    return users
+
+
+def calibrate_ranges(model: tf.keras.Model, x: np.ndarray, *, batch_size: int = 64) -> dict:
+    """Min/max of the input and of every layer output over the calibration inputs."""
+    layers = [layer for layer in model.layers if not isinstance(layer, tf.keras.layers.InputLayer)]
+    probe = tf.keras.Model(model.inputs, [model.inputs[0], *[layer.output for layer in layers]])
+    names = [model.layers[0].name, *[layer.name for layer in layers]]
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    for start in range(0, len(x), batch_size):
+        outs = probe(x[start : start + batch_size], training=False)
+        for name, out in zip(names, outs):
+            out = out.numpy()
+            lo[name] = min(lo[name], float(out.min()))
+            hi[name] = max(hi[name], float(out.max()))
+    # the range must contain 0 so that zero (padding, ReLU) is exactly representable
+    return {n: (min(lo[n], 0.0), max(hi[n], 0.0, lo[n] + 1e-6)) for n in names}
+
+
+# TFLite's int8 kernels of these ops need the same scale on their inputs and output.
+_SAME_SCALE = (
+    tf.keras.layers.Concatenate,
+    tf.keras.layers.MaxPool2D,
+    tf.keras.layers.AveragePooling2D,
+    tf.keras.layers.Flatten,
+    tf.keras.layers.Reshape,
+    tf.keras.layers.ZeroPadding2D,
+)
+
+
+def _is_relu(layer) -> bool:
+    if isinstance(layer, tf.keras.layers.ReLU):
+        return True
+    return (
+        isinstance(layer, tf.keras.layers.Activation) and layer.get_config()["activation"] == "relu"
+    )
+
+
+def share_scales(model: tf.keras.Model, ranges: dict) -> dict:
+    """Merges the ranges of tensors that int8 ops require to share one scale.
+
+    Concatenations chain whole MeliusNet stages together (every block concatenates the
+    previous block's output), so each stage's feature maps end up on one scale.
+    """
+    from melius_larq.layers import ChannelShuffle
+
+    parent = {name: name for name in ranges}
+
+    def find(n):
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for layer in model.layers:
+        node = layer._inbound_nodes[0] if layer._inbound_nodes else None
+        if node is None:
+            continue
+        inbound = (
+            node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
+        )
+        # The converter fuses ReLU into a preceding max-pool (they commute), so such a ReLU
+        # must share the pool's scale too.
+        relu_after_pool = _is_relu(layer) and any(
+            isinstance(other, tf.keras.layers.MaxPool2D) for other in inbound
+        )
+        if isinstance(layer, (*_SAME_SCALE, ChannelShuffle)) or relu_after_pool:
+            for other in inbound:
+                parent[find(other.name)] = find(layer.name)
+    merged: dict[str, tuple[float, float]] = {}
+    for name, (lo, hi) in ranges.items():
+        root = find(name)
+        old = merged.get(root, (lo, hi))
+        merged[root] = (min(old[0], lo), max(old[1], hi))
+    return {name: merged[find(name)] for name in ranges}
+
+
+def _fold_bn(conv, bn):
+    kernel = conv.get_weights()[0]
+    bias = conv.get_weights()[1] if conv.use_bias else np.zeros(kernel.shape[-1], np.float32)
+    gamma = bn.gamma.numpy() if bn.scale else np.ones_like(bias)
+    beta = bn.beta.numpy() if bn.center else np.zeros_like(bias)
+    scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    return kernel * scale, (bias - bn.moving_mean.numpy()) * scale + beta
+
+
+def fake_quant_model(model: tf.keras.Model, ranges: dict) -> tf.keras.Model:
+    """A new functional model with BN folded and int8 fake-quantization inserted.
+
+    The input model is not modified (its layers are cloned).
+    """
+    if not isinstance(model, tf.keras.Model) or not hasattr(model, "_inbound_nodes"):
+        raise ValueError(f"Expected a functional tf.keras.Model, but got {type(model).__name__}.")
+    users = _consumers(model)
+    by_name = {layer.name: layer for layer in model.layers}
+
+    def fq(t, name):
+        return FakeQuant(*ranges[name], name=f"{name}_fq")(t)
+
+    inp = tf.keras.Input(model.input_shape[1:], name="input")
+    tensors = {model.layers[0].name: fq(inp, model.layers[0].name)}
+    folded = set()
+    for layer in model.layers[1:]:
+        if layer.name in folded:
+            continue
+        node = layer._inbound_nodes[0]
+        parents = (
+            node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
+        )
+        args = [tensors[p.name] for p in parents]
+        arg = args if len(args) > 1 else args[0]
+        nxt = users.get(layer.name, [])
+        out_name = layer.name
+        if _is_float_layer(layer, tf.keras.layers.Conv2D) and not isinstance(
+            layer, tf.keras.layers.DepthwiseConv2D
+        ):
+            config = layer.get_config()
+            weights = layer.get_weights()
+            if len(nxt) == 1 and isinstance(by_name[nxt[0]], tf.keras.layers.BatchNormalization):
+                bn = by_name[nxt[0]]
+                kernel, bias = _fold_bn(layer, bn)
+                config["use_bias"] = True
+                weights = [kernel, bias]
+                folded.add(bn.name)
+                out_name = bn.name
+            clone = FakeQuantConv2D.from_config(config)
+            out = clone(arg)
+            clone.set_weights(weights)
+        elif _is_float_layer(layer, tf.keras.layers.Dense):
+            clone = FakeQuantDense.from_config(layer.get_config())
+            out = clone(arg)
+            clone.set_weights(layer.get_weights())
+        else:
+            clone = layer.__class__.from_config(layer.get_config())
+            out = clone(arg)
+            if layer.weights:
+                clone.set_weights(layer.get_weights())
+        tensors[layer.name] = tensors[out_name] = fq(out, out_name)
+    return tf.keras.Model(inp, tensors[model.layers[-1].name], name=f"{model.name}_int8")
+
+
+def convert_int8(
+    model: tf.keras.Model,
+    calibration: np.ndarray,
+    *,
+    target: str = "arm",
+    int8_io: bool = False,
+) -> bytes:
+    """Converts a model to an LCE flatbuffer whose non-binary layers run in int8.
+
+    Args:
+        model: a trained functional Keras model.
+        calibration: representative preprocessed inputs (a few hundred real images).
+        target: LCE target.
+        int8_io: also make the flatbuffer's input and output int8.
+
+    Raises:
+        ValueError: when no calibration data is given.
+    """
+    from deploy.convert import convert_model
+
+    if calibration is None or len(calibration) == 0:
+        raise ValueError("int8 conversion needs calibration data: pass real, preprocessed inputs.")
+    ranges = share_scales(model, calibrate_ranges(model, np.asarray(calibration, np.float32)))
+    qmodel = fake_quant_model(model, ranges)
+    io = "int8" if int8_io else "float32"
+    return convert_model(qmodel, target=target, inference_input_type=io, inference_output_type=io)
+
+
+def load_calibration(source: str | None, model: tf.keras.Model, *, limit: int = 500) -> np.ndarray:
+    """Calibration inputs from a dataset name or a ``.npy`` file of preprocessed inputs."""
+    if not source:
+        raise ValueError(
+            "--int8 needs calibration data: --calibration fashion_mnist|cifar10|inputs.npy"
+        )
+    if source.endswith(".npy"):
+        if not os.path.isfile(source):
+            raise ValueError(f"Calibration file {source!r} does not exist.")
+        x = np.load(source)[:limit].astype(np.float32)
+        if x.shape[1:] != tuple(model.input_shape[1:]):
+            raise ValueError(
+                f"Calibration inputs have shape {x.shape[1:]}, the model expects "
+                f"{tuple(model.input_shape[1:])}."
+            )
+        return x
+    from zoo.data import dataset_inputs
+
+    return dataset_inputs(source, model.input_shape[1:], limit=limit)
+
+
+def int8_flatbuffer_summary(buf) -> dict:
+    """Which compute ops run in int8: ``{op: {"int8": n, "float32": m}}`` by output type."""
+    from deploy.flatbuffer import operators, read_model
+
+    fb = read_model(buf)
+    sub = fb.subgraphs[0]
+    summary: dict[str, dict[str, int]] = {}
+    for op in operators(fb):
+        kind = {0: "float32", 9: "int8", 2: "int32"}.get(
+            sub.tensors[op["outputs"][0]].type, "other"
+        )
+        summary.setdefault(op["op"], {}).setdefault(kind, 0)
+        summary[op["op"]][kind] += 1
+    return summary

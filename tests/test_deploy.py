@@ -1,0 +1,273 @@
+"""deploy: conversion reports, verification, host benchmark, device harness, CLI, bad input."""
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import larq as lq
+import numpy as np
+import pytest
+
+import melius_larq
+from deploy import convert_model, op_inventory, write_atomic
+from deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite, timing_stats
+from deploy.device import DeviceError, parse_benchmark_output, run_device_benchmark
+from deploy.flatbuffer import FlatbufferError, load_flatbuffer
+from deploy.report import conversion_report
+from deploy.verify import verify_flatbuffer
+from melius_larq._compat import tf
+
+pytest.importorskip("larq_compute_engine")
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _binary(filters, name, **kwargs):
+    return lq.layers.QuantConv2D(
+        filters, 3, padding="same", use_bias=False, input_quantizer="ste_sign",
+        kernel_quantizer="ste_sign", kernel_constraint="weight_clip", name=name, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mixed_model():
+    """One accelerated binary conv, two that stay float for known reasons, one QuantDense."""
+    x = tf.keras.Input((8, 8, 64), name="image")
+    y = _binary(64, "good", pad_values=1.0)(x)
+    y = tf.keras.layers.BatchNormalization(name="bn")(y)
+    y = _binary(64, "grouped16", pad_values=1.0, groups=4)(y)
+    y = _binary(64, "minus_one", pad_values=-1.0)(y)
+    y = tf.keras.layers.Conv2D(32, 1, name="float_pw")(y)
+    y = tf.keras.layers.Flatten(name="flat")(y)
+    y = lq.layers.QuantDense(
+        10, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+        kernel_constraint="weight_clip", name="qdense",
+    )(y)  # fmt: skip
+    return tf.keras.Model(x, y, name="mixed")
+
+
+@pytest.fixture(scope="module")
+def mixed_buf(mixed_model):
+    return convert_model(mixed_model)
+
+
+def test_report_counts_ops_and_names_the_float_layers(mixed_model, mixed_buf):
+    report = conversion_report(mixed_buf, keras_model=mixed_model)
+    assert report["lce_ops"]["LceBconv2d"] == 1
+    assert report["float_compute_ops"] == {"CONV_2D": 3, "FULLY_CONNECTED": 1}
+    assert report["binary_layers"] == 4 and report["accelerated_binary_layers"] == 1
+    reasons = {item["layer"]: item["reason"] for item in report["stayed_float"]}
+    assert set(reasons) == {"grouped16", "minus_one", "qdense"}
+    assert "16 input channels per group" in reasons["grouped16"]
+    assert "pad_values=-1.0" in reasons["minus_one"]
+    assert "QuantDense" in reasons["qdense"]
+    assert report["bytes_by_weight_type"]["binary (bit-packed)"] == 64 * 3 * 3 * 2 * 4
+    assert report["size_bytes"] == len(mixed_buf)
+    json.dumps(report)  # serializable
+
+
+def test_report_of_a_registry_model_has_exact_op_counts():
+    model = melius_larq.MeliusNetA(input_shape=(32, 32, 3), num_classes=10)
+    report = conversion_report(convert_model(model), keras_model=model)
+    spec = melius_larq.get_model_spec("MeliusNetA")
+    assert report["ops"]["LceBconv2d"] == 2 * sum(spec.blocks)
+    assert report["ops"]["CONV_2D"] == 3 + 3  # stem and transitions
+    assert report["ops"]["TRANSPOSE"] == 3  # one ChannelShuffle per transition
+    assert report["stayed_float"] == []
+
+
+def test_xcore_target_reports_zero_padding():
+    x = tf.keras.Input((8, 8, 32))
+    model = tf.keras.Model(x, _binary(32, "zero_pad", pad_values=0.0)(x))
+    report = conversion_report(
+        convert_model(model, target="xcore"), keras_model=model, target="xcore"
+    )
+    assert report["lce_ops"]["LceBconv2d"] == 0
+    assert "only converted for target='arm'" in report["stayed_float"][0]["reason"]
+
+
+def test_model_without_binary_layers_warns_and_converts():
+    x = tf.keras.Input((8, 8, 3))
+    model = tf.keras.Model(x, tf.keras.layers.Conv2D(4, 3)(x))
+    report = conversion_report(convert_model(model), keras_model=model)
+    assert "no binary layers" in report["warning"]
+
+
+def test_verify_passes_for_a_converted_model_and_fails_for_another():
+    model = melius_larq.MeliusNet23(input_shape=(32, 32, 3), num_classes=10)
+    buf = convert_model(model)
+    x = np.random.RandomState(0).uniform(-1, 1, (6, 32, 32, 3)).astype(np.float32)
+    result = verify_flatbuffer(buf, model, x)
+    assert result["passed"] and result["top1_agreement"] == 1.0 and result["samples"] == 6
+    other = melius_larq.MeliusNet23(input_shape=(32, 32, 3), num_classes=10)
+    assert not verify_flatbuffer(buf, other, x, min_agreement=1.0, max_abs_diff=1e-6)["passed"]
+
+
+def test_bench_smoke(mixed_model, mixed_buf):
+    lce = benchmark_lce(mixed_buf, threads=(1, 2), runs=3, warmup=1)
+    assert set(lce) == {1, 2} and all(r["runs"] == 3 and r["median_ms"] > 0 for r in lce.values())
+    flt = benchmark_tflite_float(float_tflite(mixed_model), threads=(1,), runs=3, warmup=1)
+    assert flt[1]["p90_ms"] >= flt[1]["median_ms"] > 0
+
+
+def test_timing_stats():
+    stats = timing_stats([0.003, 0.001, 0.002, 0.010])
+    assert stats["median_ms"] == pytest.approx(2.5) and stats["p90_ms"] == pytest.approx(10.0)
+    assert stats["min_ms"] == pytest.approx(1.0) and stats["runs"] == 4
+
+
+# ---------------------------------------------------------------- device harness
+
+
+def test_parse_lce_benchmark_model_output():
+    parsed = parse_benchmark_output(
+        (FIXTURES / "lce_benchmark_model_meliusnet22_android.txt").read_text()
+    )
+    assert parsed["avg_ms"] == pytest.approx(110.704)
+    assert parsed["min_ms"] == pytest.approx(109.975) and parsed["count"] == 50
+    assert parsed["init_ms"] == pytest.approx(41.337) and parsed["memory_mb"] == pytest.approx(
+        17.2031
+    )
+    by_type = {row["Node type"]: row for row in parsed["by_node_type"]}
+    assert by_type["LceBconv2d"]["count"] == 34 and by_type["LceBconv2d"][
+        "avg ms"
+    ] == pytest.approx(77.154)
+    assert parsed["run_order"][0]["name"] == "meliusnet22/stem_s0_pad/Pad"
+    assert all(row["node type"] != "AllocateTensors" for row in parsed["run_order"])
+    with pytest.raises(DeviceError, match="No benchmark timings"):
+        parse_benchmark_output("ERROR: Could not open 'x.tflite'.\n")
+
+
+def _fake_tool(directory: Path, name: str, script: str) -> str:
+    path = directory / name
+    path.write_text(f"#!{sys.executable}\n{script}")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+_FAKE = """
+import sys, pathlib
+log = pathlib.Path({log!r})
+with log.open("a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+args = " ".join(sys.argv[1:])
+if {devices!r} and args == "devices":
+    print("List of devices attached\\n" + {devices!r})
+elif "lce_benchmark_model --graph" in args:
+    print(pathlib.Path({fixture!r}).read_text())
+elif "uname -m" in args:
+    print("aarch64")
+"""
+
+
+@pytest.fixture()
+def tflite_file(tmp_path, mixed_buf):
+    return str(write_atomic(mixed_buf, tmp_path / "mixed.tflite"))
+
+
+@pytest.mark.parametrize("transport", ["adb", "ssh"])
+def test_device_benchmark_with_a_fake_device(tmp_path, tflite_file, transport):
+    log = tmp_path / "calls.log"
+    fixture = FIXTURES / "lce_benchmark_model_meliusnet22_android.txt"
+    binary = tmp_path / "lce_benchmark_model"
+    binary.write_bytes(b"\x7fELF fake")
+    script = _FAKE.format(log=str(log), fixture=str(fixture), devices="emulator-5554\tdevice")
+    tools = {name: _fake_tool(tmp_path, name, script) for name in ("adb", "ssh", "scp")}
+    result = run_device_benchmark(
+        [tflite_file], binary=binary, transport=transport, host="pi@board", threads=(1, 4),
+        num_runs=50, warmup_runs=5, **tools,
+    )  # fmt: skip
+    assert result["device"] == "aarch64" and len(result["rows"]) == 2
+    assert [r["threads"] for r in result["rows"]] == [1, 4]
+    assert result["rows"][0]["avg_ms"] == pytest.approx(110.704)
+    calls = log.read_text()
+    assert "--use_indirect_bgemm=true" in calls and "--enable_op_profiling=true" in calls
+    assert "--num_threads=4" in calls and "--num_runs=50" in calls
+    if transport == "adb":
+        assert "push" in calls and "/data/local/tmp/melius_larq/mixed.tflite" in calls
+        assert "chmod +x /data/local/tmp/melius_larq/lce_benchmark_model" in calls
+    else:
+        assert "pi@board:/tmp/melius_larq/mixed.tflite" in calls
+
+
+def test_device_not_connected(tmp_path, tflite_file):
+    script = _FAKE.format(log=str(tmp_path / "log"), fixture="", devices="")
+    adb = _fake_tool(tmp_path, "adb", script)
+    binary = tmp_path / "lce_benchmark_model"
+    binary.write_bytes(b"x")
+    with pytest.raises(DeviceError, match="no connected device"):
+        run_device_benchmark([tflite_file], binary=binary, adb=adb)
+    with pytest.raises(DeviceError, match="not found on PATH"):
+        run_device_benchmark([tflite_file], binary=binary, adb=str(tmp_path / "no-adb"))
+    with pytest.raises(ValueError, match="binary .* does not exist"):
+        run_device_benchmark([tflite_file], binary=tmp_path / "missing", adb=adb)
+
+
+# ---------------------------------------------------------------- bad input and CLI
+
+
+def test_not_a_flatbuffer(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"this is not a flatbuffer")
+    with pytest.raises(FlatbufferError, match="not a TFLite/LCE flatbuffer"):
+        load_flatbuffer(path)
+    with pytest.raises(FlatbufferError, match="does not exist"):
+        op_inventory(tmp_path / "missing.tflite")
+
+
+def test_convert_rejects_bad_arguments(mixed_model):
+    with pytest.raises(ValueError, match="Expected `target` to be one of .* got 'gpu'"):
+        convert_model(mixed_model, target="gpu")
+    with pytest.raises(ValueError, match="inference_input_type"):
+        convert_model(mixed_model, inference_input_type="uint8")
+    dynamic = melius_larq.MeliusNet22(include_top=False)
+    with pytest.raises(ValueError, match="static height"):
+        convert_model(dynamic)
+
+
+def test_write_atomic_leaves_nothing_on_failure(tmp_path):
+    with pytest.raises(OSError, match="does not exist"):
+        write_atomic(b"x", tmp_path / "missing_dir" / "m.tflite")
+    with pytest.raises(TypeError):
+        write_atomic(object(), tmp_path / "m.tflite")  # fails mid-write
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli(*args):
+    from melius_larq.cli import main
+
+    return main([str(a) for a in args])
+
+
+def test_cli_convert_report_verify(tmp_path, capsys):
+    out = tmp_path / "m.tflite"
+    assert _cli("convert", "MeliusNetC", "-o", out, "--input-size", 32, "--num-classes", 5,
+                "--json", tmp_path / "r.json") == 0  # fmt: skip
+    assert "LceBconv2d" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["accelerated_binary_layers"] == report["binary_layers"] == 48
+    assert _cli("report", out) == 0
+    keras_path = tmp_path / "c.keras"
+    melius_larq.MeliusNetC(input_shape=(32, 32, 3), num_classes=5).save(keras_path)
+    # a different random model: verification must fail with a non-zero exit
+    assert _cli("verify", out, "--keras", keras_path, "--samples", 4, "--max-abs-diff", 1e-6) == 1
+
+
+def test_cli_bad_input_exits_non_zero(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert _cli("convert", text, "-o", tmp_path / "x.tflite") == 2
+    assert "is not a Keras model" in capsys.readouterr().err
+    assert _cli("convert", "NoSuchNet", "-o", tmp_path / "x.tflite") == 2
+    assert _cli("report", text) == 2
+    assert "not a TFLite/LCE flatbuffer" in capsys.readouterr().err
+    assert (
+        _cli("convert", "MeliusNet22", "-o", tmp_path / "nodir" / "x.tflite", "--input-size", 32)
+        == 2
+    )
+    assert not (tmp_path / "nodir").exists()
+    assert _cli("convert", "MeliusNet22", "-o", tmp_path / "x.tflite", "--int8") == 2
+    assert "calibration" in capsys.readouterr().err
+    assert not (tmp_path / "x.tflite").exists()
+    assert os.listdir(tmp_path) == ["notes.txt"]

@@ -1,0 +1,206 @@
+"""zoo: RAdam, recipes, data reading, pipelines, training with resume, multi-worker."""
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from melius_larq._compat import tf
+from melius_larq.optimizers import RAdam
+from zoo.data import DataError, load_fashion_mnist, read_idx
+from zoo.pipeline import make_dataset
+from zoo.recipes import RECIPES, apply_overrides, get_recipe
+from zoo.train import NaNLossError, train
+
+# float32 RAdam against a float64 reference over 12 steps: relative error ~1e-6 per step.
+RADAM_RTOL = 1e-5
+
+
+def _radam_reference(w, grads, lr, b1=0.95, b2=0.999, eps=1e-5, threshold=5.0):
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    rho_inf = 2 / (1 - b2) - 1
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        if rho >= threshold:
+            r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            w = w - lr * r * np.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)
+        else:
+            w = w - lr * m / (1 - b1**t)
+        yield w
+
+
+def test_radam_follows_the_update_rule_step_by_step():
+    rng = np.random.RandomState(0)
+    w0 = rng.normal(size=(5, 3))
+    grads = [rng.normal(size=(5, 3)) for _ in range(12)]  # rho_t crosses 5 at step 6
+    var = tf.Variable(w0.astype(np.float32))
+    opt = RAdam(0.01)
+    for g, expected in zip(grads, _radam_reference(w0, grads, 0.01), strict=True):
+        opt.apply_gradients([(tf.constant(g, tf.float32), var)])
+        np.testing.assert_allclose(var.numpy(), expected, rtol=RADAM_RTOL, atol=1e-7)
+
+
+def test_radam_serializes_and_validates():
+    opt = RAdam(0.003, beta_1=0.9)
+    clone = RAdam.from_config(opt.get_config())
+    assert clone.beta_1 == 0.9 and clone.epsilon == 1e-5
+    with pytest.raises(ValueError, match="beta_1"):
+        RAdam(beta_1=1.5)
+
+
+def test_recipes_and_overrides():
+    r = get_recipe("meliusnet22_imagenet")
+    assert (r.learning_rate, r.epochs, r.batch_size, r.beta_1, r.epsilon) == (
+        0.002,
+        120,
+        64,
+        0.95,
+        1e-5,
+    )
+    r59 = get_recipe("meliusnet59_imagenet")
+    assert (r59.learning_rate, r59.epochs, r59.batch_size) == (0.003, 150, 96)
+    assert {x.model for x in RECIPES.values()} >= {"MeliusNet22", "BinaryDenseNet45"}
+    quick = apply_overrides(r, ["epochs=3", "train_limit=100", "learning_rate=0.01"])
+    assert (quick.epochs, quick.train_limit, quick.learning_rate) == (3, 100, 0.01)
+    with pytest.raises(ValueError, match="Unknown recipe key 'epoch'"):
+        apply_overrides(r, ["epoch=3"])
+    with pytest.raises(ValueError, match="expects int, but got 'many'"):
+        apply_overrides(r, ["epochs=many"])
+    with pytest.raises(ValueError, match="Unknown recipe 'nope'"):
+        get_recipe("nope")
+
+
+def _write_idx(path, array, *, truncate=0):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(data[: len(data) - truncate])
+
+
+@pytest.fixture()
+def tiny_fmnist(tmp_path):
+    rng = np.random.RandomState(0)
+    for split, n in (("train", 64), ("t10k", 32)):
+        labels = rng.randint(0, 10, n)
+        images = (labels[:, None, None] * 25 + rng.randint(0, 5, (n, 28, 28))).astype(np.uint8)
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+    return tmp_path
+
+
+def test_read_fashion_mnist_from_a_directory(tiny_fmnist):
+    images, labels = load_fashion_mnist("train", tiny_fmnist)
+    assert images.shape == (64, 28, 28) and images.dtype == np.uint8 and labels.shape == (64,)
+
+
+def test_corrupt_truncated_and_missing_data(tiny_fmnist, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _write_idx(bad / "x-idx3-ubyte.gz", np.zeros((4, 28, 28)), truncate=10)
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_idx(bad / "x-idx3-ubyte.gz")
+    (bad / "y.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        read_idx(bad / "y.gz")
+    (bad / "z").write_bytes(b"\x12\x34\x08\x01\x00\x00\x00\x01\x05")
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(bad / "z")
+    with pytest.raises(
+        DataError, match="does not hold the Fashion-MNIST train files.*dataset-fashion-mnist"
+    ):
+        load_fashion_mnist("train", bad)
+    with pytest.raises(DataError, match="is not a directory"):
+        load_fashion_mnist("train", tmp_path / "nowhere")
+
+
+def test_pipeline_batches_and_augments(tiny_fmnist):
+    ds, size = make_dataset("fashion_mnist", "train", batch_size=16, augment="flip_crop",
+                            data_dir=tiny_fmnist)  # fmt: skip
+    x, y = next(iter(ds))
+    assert size == 64 and x.shape == (16, 28, 28, 1) and x.dtype == tf.float32
+    with pytest.raises(DataError, match="Unknown dataset 'mnist'"):
+        make_dataset("mnist", "train", batch_size=4)
+
+
+def _quick(**changes):
+    base = get_recipe("meliusnet22_fashion_mnist")
+    return apply_overrides(base, {"epochs": 2, "batch_size": 32, "train_limit": 64, **changes})
+
+
+class _CrashAfterFirstEpoch(Exception):
+    pass
+
+
+def test_train_resume_after_a_crash(tiny_fmnist, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    import zoo.train as train_mod
+
+    class Crash(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise _CrashAfterFirstEpoch
+
+    original = train_mod._StopOnNaN
+    monkeypatch.setattr(train_mod, "_StopOnNaN", lambda: [original(), Crash()][1])
+    with pytest.raises(_CrashAfterFirstEpoch):
+        train(_quick(), run, data_dir=str(tiny_fmnist), verbose=0)
+    monkeypatch.setattr(train_mod, "_StopOnNaN", original)
+    assert (run / "checkpoints" / "epoch_001.keras").exists()
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(_quick(), run, data_dir=str(tiny_fmnist), verbose=0)
+    result = train(_quick(), run, resume=True, data_dir=str(tiny_fmnist), verbose=0)
+    # the optimizer state came back: 2 epochs x 2 steps in total, not 1 + 2
+    assert int(result["model"].optimizer.iterations.numpy()) == 4
+    epochs = [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    for name in ("model.keras", "curves.png", "config.json", "checkpoints/epoch_002.keras"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "config.json").read_text())["train_limit"] == 64
+
+
+def test_nan_loss_names_epoch_and_step(tiny_fmnist, tmp_path):
+    with pytest.raises(NaNLossError, match=r"at epoch 1, step 1"):
+        train(_quick(learning_rate=1e30, epochs=1), tmp_path / "nan", data_dir=str(tiny_fmnist),
+              verbose=0)  # fmt: skip
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path):
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
+                                        "task": {"type": "worker", "index": index}})}  # fmt: skip
+        cmd = [sys.executable, "-m", "melius_larq.cli", "train", "meliusnet22_fashion_mnist",
+               "--out", str(tmp_path / "run"), "--strategy", "multi-worker", "--verbose", "0",
+               "--data-dir", str(tiny_fmnist), "--set", "epochs=1", "batch_size=32",
+               "train_limit=64"]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-3000:]
+    import h5py
+
+    files = [tmp_path / "run" / f"weights_worker_{i}.h5" for i in range(2)]
+    with h5py.File(files[0], "r") as a, h5py.File(files[1], "r") as b:
+        names = []
+        a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
+        assert names
+        for n in names:
+            np.testing.assert_array_equal(a[n][()], b[n][()])

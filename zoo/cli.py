@@ -1,0 +1,54 @@
+"""Sub-commands of ``melius-larq`` for training: train, eval, recipes."""
+
+from __future__ import annotations
+
+import json
+
+__all__ = ["add_subcommands"]
+
+
+def _cmd_recipes(args) -> int:
+    from zoo.recipes import RECIPES
+
+    for name, r in RECIPES.items():
+        print(f"{name:32s} {r.model:18s} {r.dataset:14s} {r.epochs:4d} ep  batch {r.batch_size}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from zoo.recipes import apply_overrides, get_recipe
+    from zoo.train import train
+
+    recipe = apply_overrides(get_recipe(args.recipe), args.set or [])
+    result = train(recipe, args.out, resume=args.resume, strategy=args.strategy,
+                   data_dir=args.data_dir, verbose=args.verbose)  # fmt: skip
+    print(json.dumps({k: v for k, v in result.items() if k != "model"}, indent=2))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from zoo.train import evaluate
+
+    print(json.dumps(evaluate(args.model, args.dataset, data_dir=args.data_dir), indent=2))
+    return 0
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("recipes", help="list the training recipes")
+    p.set_defaults(func=_cmd_recipes)
+
+    p = sub.add_parser("train", help="train a recipe (checkpoints, resume, TensorBoard)")
+    p.add_argument("recipe", help="recipe name (see `recipes`)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=3")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multi-worker"])
+    p.add_argument("--data-dir", help="dataset directory (Fashion-MNIST IDX files, TFDS data)")
+    p.add_argument("--verbose", type=int, default=1, help="Keras progress bar (1) or none (0)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="test accuracy of a saved .keras model")
+    p.add_argument("model")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_cmd_eval)

@@ -1,0 +1,134 @@
+"""Training recipes as plain data: one per model x dataset.
+
+The ImageNet recipes are the authors' (spec meliusnet.md section 3): RAdam (beta_1 0.95,
+epsilon 1e-5), learning rate 0.002 with a per-step cosine decay to 0 and no warm-up, 120
+epochs, total batch 64, no weight decay, He-normal initialisation (the ``lce`` preset), plain
+cross-entropy. MeliusNet59: lr 0.003, 150 epochs, batch 96; 42: batch 64; C: batch 128;
+BinaryDenseNet37: batch 32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+__all__ = ["RECIPES", "Recipe", "apply_overrides", "get_recipe"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Everything a training run needs besides the data location.
+
+    Attributes:
+        name: recipe name.
+        model: registry model name.
+        dataset: ``fashion_mnist``, ``cifar10`` or ``imagenet2012``.
+        epochs: training epochs.
+        batch_size: total batch size (split across replicas).
+        learning_rate: peak learning rate.
+        optimizer: ``radam`` or ``adam``.
+        beta_1, beta_2, epsilon: optimizer moments.
+        schedule: ``cosine`` (per step, to 0) or ``constant``.
+        warmup_epochs: linear warm-up epochs before the schedule.
+        weight_decay: decoupled weight decay (0 = none).
+        stem, preset: model options (see the builders).
+        input_size: input height/width.
+        augment: ``none``, ``flip_crop`` (pad 2 + random crop + flip) or ``imagenet``.
+        train_limit: use only the first N training images (quick runs); None = all.
+        binarization: ``ste`` or ``bnn+``.
+        seed: random seed.
+    """
+
+    name: str
+    model: str
+    dataset: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str = "radam"
+    beta_1: float = 0.95
+    beta_2: float = 0.999
+    epsilon: float = 1e-5
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    weight_decay: float = 0.0
+    stem: str = "grouped"
+    preset: str = "lce"
+    input_size: int = 224
+    augment: str = "imagenet"
+    train_limit: int | None = None
+    binarization: str = "ste"
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _imagenet(model: str, *, lr=0.002, epochs=120, batch=64, stem="grouped") -> Recipe:
+    return Recipe(f"{model.lower()}_imagenet", model, "imagenet2012", epochs, batch, lr, stem=stem)
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        _imagenet("MeliusNet22"),
+        _imagenet("MeliusNet29"),
+        _imagenet("MeliusNet42"),
+        _imagenet("MeliusNet59", lr=0.003, epochs=150, batch=96),
+        _imagenet("MeliusNetA"),
+        _imagenet("MeliusNetB"),
+        _imagenet("MeliusNetC", batch=128),
+        _imagenet("MeliusNet23"),
+        _imagenet("BinaryDenseNet28"),
+        _imagenet("BinaryDenseNet37", batch=32),
+        _imagenet("BinaryDenseNet45"),
+        # CPU-sized: the thumbnail stem keeps 28x28 Fashion-MNIST images at full resolution.
+        Recipe("meliusnet22_fashion_mnist", "MeliusNet22", "fashion_mnist", 10, 128, 0.002,
+               stem="thumbnail", input_size=28, augment="flip_crop"),
+        Recipe("meliusnet22_cifar10", "MeliusNet22", "cifar10", 100, 128, 0.002,
+               stem="thumbnail", input_size=32, augment="flip_crop"),
+    )
+}  # fmt: skip
+
+
+def get_recipe(name: str) -> Recipe:
+    """A recipe by name; ValueError lists the valid names."""
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}; expected one of: {', '.join(RECIPES)}.")
+    return RECIPES[name]
+
+
+def _convert(field: dataclasses.Field, raw: str):
+    hint = typing.get_type_hints(Recipe)[field.name]
+    if raw.lower() in ("none", "null") and type(None) in typing.get_args(hint):
+        return None
+    base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+    try:
+        return base(raw)
+    except ValueError as err:
+        raise ValueError(
+            f"Recipe key {field.name!r} expects {base.__name__}, but got {raw!r}."
+        ) from err
+
+
+def apply_overrides(recipe: Recipe, overrides: list[str] | dict) -> Recipe:
+    """A copy of ``recipe`` with ``key=value`` overrides (strings are converted by type).
+
+    Raises:
+        ValueError: naming an unknown key or a value of the wrong type.
+    """
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    items = overrides.items() if isinstance(overrides, dict) else []
+    if not isinstance(overrides, dict):
+        parsed = []
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"Expected an override of the form key=value, but got {item!r}.")
+            parsed.append(item.split("=", 1))
+        items = parsed
+    changes = {}
+    for key, value in items:
+        if key not in fields:
+            raise ValueError(f"Unknown recipe key {key!r}; expected one of: {', '.join(fields)}.")
+        changes[key] = _convert(fields[key], value) if isinstance(value, str) else value
+    return dataclasses.replace(recipe, **changes)

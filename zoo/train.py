@@ -1,0 +1,237 @@
+"""Training and evaluation runs: checkpoints, resume, TensorBoard, metrics JSON, curves PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+import melius_larq
+from melius_larq._compat import tf
+from melius_larq.optimizers import RAdam
+from zoo.pipeline import make_dataset, num_classes
+from zoo.recipes import Recipe
+
+__all__ = ["NaNLossError", "evaluate", "make_strategy", "train"]
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+class NaNLossError(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+class _StopOnNaN(tf.keras.callbacks.Callback):
+    """Stops training on a non-finite loss with a message naming the epoch and step."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            raise NaNLossError(
+                f"Loss became {loss} at epoch {self.epoch + 1}, step {batch + 1}: lower the "
+                "learning rate or check the data. The last epoch's checkpoint is kept."
+            )
+
+
+class _AtomicCheckpoint(tf.keras.callbacks.Callback):
+    """Saves the full model every epoch through a temporary file and a rename."""
+
+    def __init__(self, directory: Path):
+        super().__init__()
+        self.directory = directory
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"epoch_{epoch + 1:03d}.keras"
+        tmp = self.directory / f".epoch_{epoch + 1:03d}.tmp.keras"
+        self.model.save(tmp)
+        os.replace(tmp, final)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``default`` (one device), ``mirrored`` (all local GPUs) or ``multi-worker`` (TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy multi-worker needs the TF_CONFIG environment variable.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {name!r}; expected one of: {', '.join(STRATEGIES)}.")
+
+
+def _is_chief() -> bool:
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task", {})
+    return task.get("type", "chief") == "chief" or (
+        task.get("type") == "worker"
+        and task.get("index", 0) == 0
+        and "chief" not in config.get("cluster", {})
+    )
+
+
+def build_model(recipe: Recipe) -> tf.keras.Model:
+    channels = 1 if recipe.dataset == "fashion_mnist" else 3
+    kwargs = {}
+    if recipe.binarization != "ste":
+        kwargs["binarization"] = recipe.binarization
+    return melius_larq.create_model(
+        recipe.model,
+        input_shape=(recipe.input_size, recipe.input_size, channels),
+        num_classes=num_classes(recipe.dataset),
+        stem=recipe.stem,
+        preset=recipe.preset,
+        **kwargs,
+    )
+
+
+def _optimizer(recipe: Recipe, steps_per_epoch: int):
+    total = max(1, recipe.epochs * steps_per_epoch)
+    lr = recipe.learning_rate
+    if recipe.schedule == "cosine":
+        warmup = recipe.warmup_epochs * steps_per_epoch
+        lr = tf.keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else recipe.learning_rate, total - warmup, alpha=0.0,
+            warmup_target=recipe.learning_rate if warmup else None, warmup_steps=warmup,
+        )  # fmt: skip
+    elif recipe.schedule != "constant":
+        raise ValueError(f"Unknown schedule {recipe.schedule!r}; expected 'cosine' or 'constant'.")
+    wd = recipe.weight_decay or None
+    if recipe.optimizer == "radam":
+        return RAdam(lr, recipe.beta_1, recipe.beta_2, recipe.epsilon, weight_decay=wd)
+    if recipe.optimizer == "adam":
+        return tf.keras.optimizers.Adam(
+            lr, recipe.beta_1, recipe.beta_2, recipe.epsilon, weight_decay=wd
+        )
+    raise ValueError(f"Unknown optimizer {recipe.optimizer!r}; expected 'radam' or 'adam'.")
+
+
+def _plot_history(history_csv: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(history_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", axes[0]), ("accuracy", axes[1])):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            if prefix + key in rows[0]:
+                ax.plot(epochs, [float(r[prefix + key]) for r in rows], style,
+                        label=("validation " if prefix else "train ") + key)  # fmt: skip
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def train(
+    recipe: Recipe,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    strategy: str = "default",
+    data_dir: str | None = None,
+    verbose: int = 1,
+) -> dict:
+    """Trains ``recipe`` into ``run_dir`` and returns the final metrics.
+
+    ``run_dir`` receives ``config.json`` (the resolved recipe), ``backup/`` (state for
+    ``resume``: weights, optimizer state and epoch, so the learning-rate schedule continues
+    where it stopped), ``checkpoints/epoch_NNN.keras`` every epoch, ``tensorboard/``,
+    ``history.csv``, ``model.keras``, ``metrics.json`` and ``curves.png``.
+
+    Raises:
+        ValueError: for a run directory that already holds a run (without ``resume``), a
+            batch size that does not divide across replicas, or a bad recipe.
+        NaNLossError: when the loss becomes non-finite.
+    """
+    run_dir = Path(run_dir)
+    backup = run_dir / "backup"
+    if run_dir.exists() and (run_dir / "config.json").exists() and not resume:
+        raise ValueError(f"{str(run_dir)!r} already holds a run: pass --resume or another --out.")
+    if resume and not (run_dir / "config.json").exists():
+        raise ValueError(f"Nothing to resume in {str(run_dir)!r} (no config.json).")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dist = make_strategy(strategy)
+    replicas = dist.num_replicas_in_sync
+    if recipe.batch_size % replicas:
+        raise ValueError(
+            f"batch_size={recipe.batch_size} does not divide across {replicas} replicas; use "
+            f"a multiple of {replicas}."
+        )
+    chief = _is_chief()
+    if chief:
+        (run_dir / "config.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+    tf.keras.utils.set_random_seed(recipe.seed)
+
+    train_ds, train_size = make_dataset(
+        recipe.dataset, "train", batch_size=recipe.batch_size, augment=recipe.augment,
+        data_dir=data_dir, limit=recipe.train_limit, seed=recipe.seed,
+    )  # fmt: skip
+    test_ds, _ = make_dataset(recipe.dataset, "test", batch_size=max(256, recipe.batch_size),
+                              data_dir=data_dir)  # fmt: skip
+    steps = max(1, train_size // recipe.batch_size)
+    with dist.scope():
+        model = build_model(recipe)
+        model.compile(
+            optimizer=_optimizer(recipe, steps),
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+        )
+    callbacks = [
+        _StopOnNaN(),
+        tf.keras.callbacks.BackupAndRestore(str(backup if chief else run_dir / "backup_worker")),
+        tf.keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+    ]
+    if chief:
+        callbacks += [
+            _AtomicCheckpoint(run_dir / "checkpoints"),
+            tf.keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), update_freq="epoch"),
+        ]
+    model.fit(train_ds, epochs=recipe.epochs, validation_data=test_ds, callbacks=callbacks,
+              verbose=verbose)  # fmt: skip
+    if strategy == "multi-worker":
+        # every worker keeps its final weights, so that their equality can be checked
+        task = json.loads(os.environ["TF_CONFIG"])["task"]
+        model.save_weights(str(run_dir / f"weights_{task['type']}_{task['index']}.h5"))
+    loss, accuracy = model.evaluate(test_ds, verbose=0)
+    metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy),
+               "epochs": recipe.epochs, "train_images": train_size}  # fmt: skip
+    if chief:
+        tmp = run_dir / ".model.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, run_dir / "model.keras")
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        _plot_history(run_dir / "history.csv", run_dir / "curves.png")
+    return {"model": model, **metrics}
+
+
+def evaluate(model_path: str, dataset: str, *, data_dir=None, batch_size: int = 256) -> dict:
+    """Test loss and top-1 accuracy of a saved ``.keras`` model."""
+    model = tf.keras.models.load_model(model_path, compile=False)
+    test_ds, size = make_dataset(dataset, "test", batch_size=batch_size, data_dir=data_dir)
+    correct, total = 0, 0
+    for x, y in test_ds:
+        pred = np.argmax(model(x, training=False), axis=-1)
+        correct += int(np.sum(pred == y.numpy()))
+        total += len(pred)
+    return {"test_accuracy": correct / total, "samples": total}
