@@ -4,9 +4,10 @@ LCE 0.16 produces int8 kernels only from quantization-aware graphs: its
 ``experimental_default_int8_range`` leaves most layers float (specs/lce.md section 1). This
 module turns a trained float Keras model into such a graph after training:
 
-1. **BN folding**: a float ``Conv2D``/``Dense`` whose only consumer is a BatchNormalization
-   absorbs it (kernel scaled per output channel, bias added), so the int8 kernel is
-   quantized *after* folding, as TFLite needs.
+1. **Preparation** (:func:`prepare_for_int8`): a float conv whose only consumer is a
+   BatchNormalization absorbs it (so the int8 kernel is quantized *after* folding, as TFLite
+   needs); other BatchNormalizations become 1x1 depthwise convs; non-linear activations are
+   split from their conv/dense layer.
 2. **Weight fake-quantization**: float conv/dense kernels are fake-quantized per output
    channel, symmetric, 8 bit, ``narrow_range`` (TFLite's int8 weight scheme).
 3. **Activation fake-quantization**: every tensor (the input and each layer's output) gets a
@@ -31,6 +32,7 @@ __all__ = [
     "fake_quant_model",
     "int8_flatbuffer_summary",
     "load_calibration",
+    "prepare_for_int8",
     "share_scales",
 ]
 
@@ -51,6 +53,20 @@ class FakeQuantConv2D(tf.keras.layers.Conv2D):
 
     def convolution_op(self, inputs, kernel):
         return super().convolution_op(inputs, _fake_quant_kernel(kernel))
+
+
+class FakeQuantDepthwiseConv2D(tf.keras.layers.DepthwiseConv2D):
+    """DepthwiseConv2D whose kernel is fake-quantized per tensor (symmetric int8)."""
+
+    def call(self, inputs):
+        bound = tf.maximum(tf.reduce_max(tf.abs(self.depthwise_kernel)), 1e-8)
+        kernel = tf.quantization.fake_quant_with_min_max_vars(
+            self.depthwise_kernel, -bound, bound, num_bits=8, narrow_range=True
+        )
+        y = tf.nn.depthwise_conv2d(inputs, kernel, (1, *self.strides, 1), self.padding.upper())
+        if self.use_bias:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.activation(y)
 
 
 class FakeQuantDense(tf.keras.layers.Dense):
@@ -172,64 +188,107 @@ def share_scales(model: tf.keras.Model, ranges: dict) -> dict:
 def _fold_bn(conv, bn):
     kernel = conv.get_weights()[0]
     bias = conv.get_weights()[1] if conv.use_bias else np.zeros(kernel.shape[-1], np.float32)
-    gamma = bn.gamma.numpy() if bn.scale else np.ones_like(bias)
-    beta = bn.beta.numpy() if bn.center else np.zeros_like(bias)
-    scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-    return kernel * scale, (bias - bn.moving_mean.numpy()) * scale + beta
+    scale, shift = _bn_affine(bn)
+    return kernel * scale, bias * scale + shift
 
 
-def fake_quant_model(model: tf.keras.Model, ranges: dict) -> tf.keras.Model:
-    """A new functional model with BN folded and int8 fake-quantization inserted.
+def _bn_affine(bn):
+    """The inference-time per-channel ``x * scale + shift`` of a BatchNormalization."""
+    mean, var = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+    gamma = bn.gamma.numpy() if bn.scale else np.ones_like(mean)
+    beta = bn.beta.numpy() if bn.center else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + bn.epsilon)
+    return scale, beta - mean * scale
 
-    The input model is not modified (its layers are cloned).
+
+def _inbound(layer):
+    node = layer._inbound_nodes[0]
+    return node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
+
+
+def _clone(layer, cls=None, config=None, weights=None):
+    clone = (cls or layer.__class__).from_config(config or layer.get_config())
+    return clone, (layer.get_weights() if weights is None else weights)
+
+
+def prepare_for_int8(model: tf.keras.Model) -> tf.keras.Model:
+    """A new float model computing the same function in int8-friendly layers.
+
+    * a float conv whose only consumer is a BatchNormalization absorbs it;
+    * any other BatchNormalization becomes a 1x1 depthwise conv with bias (one int8 op
+      instead of a float multiply and add);
+    * a conv/dense with a non-linear activation is split into the linear layer and an
+      ``Activation`` layer, so that its pre-activation output gets its own int8 range.
+
+    The input model is not modified.
     """
     if not isinstance(model, tf.keras.Model) or not hasattr(model, "_inbound_nodes"):
         raise ValueError(f"Expected a functional tf.keras.Model, but got {type(model).__name__}.")
     users = _consumers(model)
     by_name = {layer.name: layer for layer in model.layers}
-
-    def fq(t, name):
-        return FakeQuant(*ranges[name], name=f"{name}_fq")(t)
-
-    inp = tf.keras.Input(model.input_shape[1:], name="input")
-    tensors = {model.layers[0].name: fq(inp, model.layers[0].name)}
-    folded = set()
+    inp = tf.keras.Input(model.input_shape[1:], name=model.layers[0].name)
+    tensors = {model.layers[0].name: inp}
+    folded: dict[str, str] = {}  # BN name -> conv name that absorbed it
     for layer in model.layers[1:]:
         if layer.name in folded:
+            tensors[layer.name] = tensors[folded[layer.name]]
             continue
-        node = layer._inbound_nodes[0]
-        parents = (
-            node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
-        )
-        args = [tensors[p.name] for p in parents]
+        args = [tensors[p.name] for p in _inbound(layer)]
         arg = args if len(args) > 1 else args[0]
         nxt = users.get(layer.name, [])
-        out_name = layer.name
-        if _is_float_layer(layer, tf.keras.layers.Conv2D) and not isinstance(
-            layer, tf.keras.layers.DepthwiseConv2D
-        ):
+        activation = None
+        if _is_float_layer(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense)):
             config = layer.get_config()
+            activation = config.get("activation", "linear")
+            config["activation"] = "linear"
             weights = layer.get_weights()
-            if len(nxt) == 1 and isinstance(by_name[nxt[0]], tf.keras.layers.BatchNormalization):
-                bn = by_name[nxt[0]]
-                kernel, bias = _fold_bn(layer, bn)
+            is_depthwise = isinstance(layer, tf.keras.layers.DepthwiseConv2D)
+            if (not is_depthwise and activation == "linear" and len(nxt) == 1
+                    and isinstance(by_name[nxt[0]], tf.keras.layers.BatchNormalization)):  # fmt: skip
+                kernel, bias = _fold_bn(layer, by_name[nxt[0]])
                 config["use_bias"] = True
                 weights = [kernel, bias]
-                folded.add(bn.name)
-                out_name = bn.name
-            clone = FakeQuantConv2D.from_config(config)
-            out = clone(arg)
-            clone.set_weights(weights)
-        elif _is_float_layer(layer, tf.keras.layers.Dense):
-            clone = FakeQuantDense.from_config(layer.get_config())
-            out = clone(arg)
-            clone.set_weights(layer.get_weights())
+                folded[nxt[0]] = layer.name
+            clone, weights = _clone(layer, config=config, weights=weights)
+        elif isinstance(layer, tf.keras.layers.BatchNormalization):
+            scale, shift = _bn_affine(layer)
+            clone = tf.keras.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
+            weights = [scale.reshape(1, 1, -1, 1), shift]
         else:
-            clone = layer.__class__.from_config(layer.get_config())
-            out = clone(arg)
-            if layer.weights:
-                clone.set_weights(layer.get_weights())
-        tensors[layer.name] = tensors[out_name] = fq(out, out_name)
+            clone, weights = _clone(layer)
+        out = clone(arg)
+        if weights:
+            clone.set_weights(weights)
+        if activation not in (None, "linear"):
+            out = tf.keras.layers.Activation(activation, name=f"{layer.name}_act")(out)
+        tensors[layer.name] = out
+    return tf.keras.Model(inp, tensors[model.layers[-1].name], name=model.name)
+
+
+def fake_quant_model(model: tf.keras.Model, ranges: dict) -> tf.keras.Model:
+    """A new model with int8 fake-quantization of every tensor and every float kernel.
+
+    ``model`` should come from :func:`prepare_for_int8`; ``ranges`` maps each layer name
+    (and the input layer's) to the (min, max) of its output. The input model is not modified.
+    """
+    inp = tf.keras.Input(model.input_shape[1:], name="input")
+    first = model.layers[0].name
+    tensors = {first: FakeQuant(*ranges[first], name=f"{first}_fq")(inp)}
+    for layer in model.layers[1:]:
+        args = [tensors[p.name] for p in _inbound(layer)]
+        arg = args if len(args) > 1 else args[0]
+        cls = None
+        if _is_float_layer(layer, tf.keras.layers.DepthwiseConv2D):
+            cls = FakeQuantDepthwiseConv2D
+        elif _is_float_layer(layer, tf.keras.layers.Conv2D):
+            cls = FakeQuantConv2D
+        elif _is_float_layer(layer, tf.keras.layers.Dense):
+            cls = FakeQuantDense
+        clone, weights = _clone(layer, cls=cls)
+        out = clone(arg)
+        if weights:
+            clone.set_weights(weights)
+        tensors[layer.name] = FakeQuant(*ranges[layer.name], name=f"{layer.name}_fq")(out)
     return tf.keras.Model(inp, tensors[model.layers[-1].name], name=f"{model.name}_int8")
 
 
@@ -255,8 +314,9 @@ def convert_int8(
 
     if calibration is None or len(calibration) == 0:
         raise ValueError("int8 conversion needs calibration data: pass real, preprocessed inputs.")
-    ranges = share_scales(model, calibrate_ranges(model, np.asarray(calibration, np.float32)))
-    qmodel = fake_quant_model(model, ranges)
+    prepared = prepare_for_int8(model)
+    x = np.asarray(calibration, np.float32)
+    qmodel = fake_quant_model(prepared, share_scales(prepared, calibrate_ranges(prepared, x)))
     io = "int8" if int8_io else "float32"
     return convert_model(qmodel, target=target, inference_input_type=io, inference_output_type=io)
 

@@ -5,6 +5,15 @@ Importing this package selects Keras 2 (tf_keras) for TensorFlow; see ``melius_l
 
 from melius_larq import _compat  # noqa: F401  (must run before anything imports TensorFlow)
 from melius_larq.accounting import summary
+from melius_larq.bnnplus import (
+    BetaScheduler,
+    BNNPlusConfig,
+    BNNPlusConv2D,
+    BNNPlusDense,
+    RegularizationScheduler,
+    SignSwish,
+    linear_schedule,
+)
 from melius_larq.layers import ChannelShuffle
 from melius_larq.models import PRESETS, STEMS, VARIANTS, min_input_size
 from melius_larq.registry import create_model, get_builder, get_model_spec, list_models
@@ -28,6 +37,10 @@ __all__ = [
     "PRESETS",
     "STEMS",
     "VARIANTS",
+    "BNNPlusConfig",
+    "BNNPlusConv2D",
+    "BNNPlusDense",
+    "BetaScheduler",
     "BinaryDenseNet28",
     "BinaryDenseNet37",
     "BinaryDenseNet45",
@@ -40,9 +53,12 @@ __all__ = [
     "MeliusNetA",
     "MeliusNetB",
     "MeliusNetC",
+    "RegularizationScheduler",
+    "SignSwish",
     "create_model",
     "get_builder",
     "get_model_spec",
+    "linear_schedule",
     "list_models",
     "list_pretrained",
     "min_input_size",

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 import larq as lq
 
 from melius_larq._compat import tf
+from melius_larq.bnnplus import BNNPlusConfig, resolve_binarization
 from melius_larq.layers import ChannelShuffle
 
 __all__ = [
@@ -167,10 +168,13 @@ logging.getLogger("larq.layers_base").addFilter(_STARVED_FILTER)
 class _Builder:
     """Builds one functional model; holds the per-call settings shared by the blocks."""
 
-    def __init__(self, spec: VariantSpec, preset: Preset, stem: str):
+    def __init__(
+        self, spec: VariantSpec, preset: Preset, stem: str, bnn_plus: BNNPlusConfig | None = None
+    ):
         self.spec = spec
         self.preset = preset
         self.stem = stem
+        self.bnn_plus = bnn_plus
 
     # Layers --------------------------------------------------------------------------
     def norm(self, x, name):
@@ -195,6 +199,18 @@ class _Builder:
 
     def binary_conv(self, x, name):
         p = self.preset
+        if self.bnn_plus is not None:
+            return self.bnn_plus.conv2d(
+                GROWTH_RATE,
+                3,
+                kernel_clip=p.kernel_clip,
+                weight_clip=p.weight_clip,
+                padding="same",
+                pad_values=p.pad_values,
+                use_bias=False,
+                kernel_initializer=_initializer(self.preset),
+                name=name,
+            )(x)
         return lq.layers.QuantConv2D(
             GROWTH_RATE,
             3,
@@ -387,6 +403,8 @@ def build_model(
     preset: str | Preset = "lce",
     classifier_activation: str | Callable | None = "softmax",
     name: str | None = None,
+    binarization: str = "ste",
+    bnn_plus: BNNPlusConfig | dict | None = None,
 ) -> tf.keras.Model:
     """Builds a network of the MeliusNet family from its :class:`VariantSpec`.
 
@@ -394,6 +412,13 @@ def build_model(
     """
     _check_stem(stem)
     p = _get_preset(preset)
+    bnn_plus_config = resolve_binarization(binarization, bnn_plus)
+    if bnn_plus_config is not None and weights == "imagenet":
+        raise ValueError(
+            "weights='imagenet' holds STE weights, which do not fit a binarization='bnn+' "
+            "model (it has extra alpha, lambda and beta variables); build it with "
+            "binarization='ste', or pass a weights file saved from a BNN+ model."
+        )
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"Expected `num_classes` to be a positive int, but got {num_classes!r}.")
     if input_tensor is not None and input_shape is None:
@@ -423,7 +448,7 @@ def build_model(
     else:
         inputs = tf.keras.layers.Input(tensor=input_tensor, shape=shape)
 
-    builder = _Builder(spec, p, stem)
+    builder = _Builder(spec, p, stem, bnn_plus_config)
     x = builder.features(inputs)
     if include_top:
         x = builder.head(x, num_classes, classifier_activation)

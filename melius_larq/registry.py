@@ -18,6 +18,7 @@ import fnmatch
 from collections.abc import Callable, Sequence
 
 from melius_larq._compat import tf
+from melius_larq.bnnplus import BNNPlusConfig
 from melius_larq.models import VARIANTS, VariantSpec, build_model
 
 __all__ = ["create_model", "get_model_spec", "list_models"]
@@ -47,17 +48,28 @@ _DOC = """Instantiates the {name} architecture ({kind}).
         classifier_activation: activation of the classifier, computed in float32;
             ``None`` returns logits.
         name: model name. Defaults to ``"{lname}"``.
+        binarization: ``"ste"`` (default: sign with the straight-through estimator, as the
+            preset sets it) or ``"bnn+"`` (BNN+: every binary conv becomes a
+            :class:`melius_larq.bnnplus.BNNPlusConv2D` with SignSwish activations, trainable
+            scales α and the scale regularizer in ``model.losses``).
+        bnn_plus: options of ``binarization="bnn+"``: a
+            :class:`melius_larq.bnnplus.BNNPlusConfig` or a dict of its fields
+            (``regularizer``, ``reg_lambda``, ``alpha_sharing``, ``alpha_in_forward``,
+            ``beta``, ``train_beta``, ``beta_range``, ``weight_estimator``,
+            ``weight_clip``). Defaults to ``BNNPlusConfig()``.
 
     Returns:
         A ``tf.keras.Model``.
 
     Raises:
-        ValueError: for an unknown stem or preset, an input too small for the network's
-            downsampling, or weights that do not fit the model.
+        ValueError: for an unknown stem, preset or binarization, invalid ``bnn_plus``
+            options, an input too small for the network's downsampling, or weights that do
+            not fit the model.
 
     References:
         - [MeliusNet: Can Binary Neural Networks Achieve MobileNet-level Accuracy?](
           https://arxiv.org/abs/2001.05936)
+        - [BNN+: Improved Binary Network Training](https://arxiv.org/abs/1812.11800)
 """
 
 _METRICS = """
@@ -81,6 +93,8 @@ def _make_builder(spec: VariantSpec) -> Callable[..., tf.keras.Model]:
         preset: str = "lce",
         classifier_activation: str | Callable | None = "softmax",
         name: str | None = None,
+        binarization: str = "ste",
+        bnn_plus: BNNPlusConfig | dict | None = None,
     ) -> tf.keras.Model:
         return build_model(
             spec,
@@ -93,6 +107,8 @@ def _make_builder(spec: VariantSpec) -> Callable[..., tf.keras.Model]:
             preset=preset,
             classifier_activation=classifier_activation,
             name=name,
+            binarization=binarization,
+            bnn_plus=bnn_plus,
         )
 
     builder.__name__ = builder.__qualname__ = spec.name
