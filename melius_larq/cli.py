@@ -53,10 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_summary)
 
     from deploy import cli as deploy_cli
+    from melius_larq.cbd import cli as cbd_cli
     from zoo import cli as zoo_cli
 
     deploy_cli.add_subcommands(sub)
     zoo_cli.add_subcommands(sub)
+    cbd_cli.add_compress_parser(sub)
     return parser
 
 
