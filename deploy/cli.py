@@ -260,9 +260,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--json")
     p.set_defaults(func=_cmd_device_bench)
 
-    p = sub.add_parser("demo", help="build, account, convert and verify a model")
+    p = sub.add_parser("deploy-demo", help="build, account, convert and verify a model")
     p.add_argument("--model", default="MeliusNet22")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--samples", type=int, default=8, help="random inputs to verify on")
-    p.add_argument("--out", default="runs/demo", help="output directory")
+    p.add_argument("--out", default="runs/deploy-demo", help="output directory")
     p.set_defaults(func=_cmd_demo)

@@ -30,6 +30,7 @@ MeliusNet23 = get_builder("MeliusNet23")
 BinaryDenseNet28 = get_builder("BinaryDenseNet28")
 BinaryDenseNet37 = get_builder("BinaryDenseNet37")
 BinaryDenseNet45 = get_builder("BinaryDenseNet45")
+MeliusNetTiny = get_builder("MeliusNetTiny")
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ __all__ = [
     "MeliusNetA",
     "MeliusNetB",
     "MeliusNetC",
+    "MeliusNetTiny",
     "RegularizationScheduler",
     "SignSwish",
     "create_model",

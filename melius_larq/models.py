@@ -42,12 +42,12 @@ __all__ = [
     "min_input_size",
 ]
 
-GROWTH_RATE = 64  # every binary conv outputs k = 64 channels (basenet_dense.py defaults)
-STEM_FEATURES = 64  # channels leaving every stem
+GROWTH_RATE = 64  # binary convs output k = 64 channels (basenet_dense.py defaults)
+STEM_FEATURES = 64  # channels leaving the stem (basenet_dense.py default_init_features)
 BN_MOMENTUM = 0.9  # MXNet BatchNorm defaults
 BN_EPSILON = 1e-5
 SHUFFLE_GROUPS = 16  # "cs" token of the authors' downsample structure
-STEMS = ("grouped", "imagenet", "thumbnail")
+STEMS = ("grouped", "imagenet", "thumbnail", "small")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +63,8 @@ class VariantSpec:
         channel_shuffle: whether a ChannelShuffle(16) precedes the transition conv.
         imagenet: the authors' ImageNet results for the grouped stem
             (top-1 %, top-5 %, size MiB, OPS), or None where none was published.
+        growth_rate: output channels of every binary conv (k).
+        stem_features: channels leaving the stem.
     """
 
     name: str
@@ -72,6 +74,8 @@ class VariantSpec:
     transition_groups: int = 1
     channel_shuffle: bool = False
     imagenet: tuple[float, float, float, float] | None = None
+    growth_rate: int = GROWTH_RATE
+    stem_features: int = STEM_FEATURES
 
 
 # The one table of variant numbers (BMXNet-v2 meliusnet.py / densenet.py, resolved to channels).
@@ -98,6 +102,10 @@ VARIANTS: dict[str, VariantSpec] = {
         VariantSpec("BinaryDenseNet37", "densenet", (6, 8, 12, 6), (128, 192, 256),
                     imagenet=(64.2, 85.1, 5.12, 2.20e8)),
         VariantSpec("BinaryDenseNet45", "densenet", (6, 12, 14, 8), (160, 288, 288)),
+        # Not from the paper: a MeliusNet sized for 28x28 CPU training (Fashion-MNIST demo),
+        # with half the growth rate and stem width and fewer blocks.
+        VariantSpec("MeliusNetTiny", "meliusnet", (2, 2, 2, 1), (64, 96, 128),
+                    growth_rate=32, stem_features=32),
     )
 }  # fmt: skip
 
@@ -201,7 +209,7 @@ class _Builder:
         p = self.preset
         if self.bnn_plus is not None:
             return self.bnn_plus.conv2d(
-                GROWTH_RATE,
+                self.spec.growth_rate,
                 3,
                 kernel_clip=p.kernel_clip,
                 weight_clip=p.weight_clip,
@@ -212,7 +220,7 @@ class _Builder:
                 name=name,
             )(x)
         return lq.layers.QuantConv2D(
-            GROWTH_RATE,
+            self.spec.growth_rate,
             3,
             padding="same",
             pad_values=p.pad_values,
@@ -241,12 +249,17 @@ class _Builder:
 
     # Network parts ---------------------------------------------------------------------
     def build_stem(self, x):
+        width = self.spec.stem_features
         if self.stem == "thumbnail":
-            return self.conv(x, STEM_FEATURES, 3, name="stem_s0_conv")
+            return self.conv(x, width, 3, name="stem_s0_conv")
+        if self.stem == "small":  # thumbnail conv, then BN, ReLU and a 2x2 max-pool
+            x = self.conv(x, width, 3, name="stem_s0_conv")
+            x = self.relu(self.norm(x, "stem_s0_bn"), "stem_s0_relu")
+            return tf.keras.layers.MaxPool2D(2, 2, name="stem_pool")(x)
         if self.stem == "imagenet":
             x = self.strided(
                 x,
-                lambda t, pad: self.conv(t, STEM_FEATURES, 7, strides=2, padding=pad,
+                lambda t, pad: self.conv(t, width, 7, strides=2, padding=pad,
                                          name="stem_s0_conv"),
                 7,
                 3,
@@ -254,19 +267,19 @@ class _Builder:
             )  # fmt: skip
             x = self.relu(self.norm(x, "stem_s0_bn"), "stem_s0_relu")
         else:  # grouped stem (common_layers.py), headline results
-            width = STEM_FEATURES // 2
+            half = width // 2
             x = self.strided(
                 x,
-                lambda t, pad: self.conv(t, width, 3, strides=2, padding=pad,
+                lambda t, pad: self.conv(t, half, 3, strides=2, padding=pad,
                                          name="stem_s0_conv"),
                 3,
                 1,
                 "stem_s0",
             )  # fmt: skip
             x = self.relu(self.norm(x, "stem_s0_bn"), "stem_s0_relu")
-            x = self.conv(x, width, 3, groups=4, name="stem_s1_groupconv")
+            x = self.conv(x, half, 3, groups=4, name="stem_s1_groupconv")
             x = self.relu(self.norm(x, "stem_s1_bn"), "stem_s1_relu")
-            x = self.conv(x, STEM_FEATURES, 3, groups=8, name="stem_s2_groupconv")
+            x = self.conv(x, width, 3, groups=8, name="stem_s2_groupconv")
             x = self.relu(self.norm(x, "stem_s2_bn"), "stem_s2_relu")
         if self.preset.symmetric_stem:
             # MaxPool 3x3/2 pad 1; zero padding equals -inf padding after a ReLU.
@@ -341,7 +354,10 @@ def _used_after_padding(size: int | None, kernel: int, stride: int, pad: int) ->
 def _downsample(size: int, preset: Preset, stem: str) -> list[int]:
     """Spatial sizes after each downsampling step, for an input of ``size`` pixels."""
     sizes = []
-    if stem != "thumbnail":
+    if stem == "small":
+        sizes.append(size // 2)
+        size //= 2
+    elif stem != "thumbnail":
         for kernel, pad in ((7, 3) if stem == "imagenet" else (3, 1), (3, 1)):
             if preset.symmetric_stem:
                 size = (size + 2 * pad - kernel) // 2 + 1
@@ -376,7 +392,7 @@ def _get_preset(preset) -> Preset:
 
 def _resolve_input_shape(input_shape, include_top, stem):
     if input_shape is None:
-        default = 32 if stem == "thumbnail" else 224
+        default = 32 if stem in ("thumbnail", "small") else 224
         return (default, default, 3) if include_top else (None, None, 3)
     shape = tuple(input_shape)
     if (

@@ -31,14 +31,14 @@ def _without_build_config(config):
 
 def _final_channels(name):
     spec = melius_larq.get_model_spec(name)
-    return spec.transition_features[-1] + 64 * spec.blocks[-1]
+    return spec.transition_features[-1] + spec.growth_rate * spec.blocks[-1]
 
 
 def test_registry_lists_every_builder():
     assert MODELS == [
         "MeliusNet22", "MeliusNet29", "MeliusNet42", "MeliusNet59", "MeliusNetA",
         "MeliusNetB", "MeliusNetC", "MeliusNet23", "BinaryDenseNet28", "BinaryDenseNet37",
-        "BinaryDenseNet45",
+        "BinaryDenseNet45", "MeliusNetTiny",
     ]  # fmt: skip
     for name in MODELS:
         assert getattr(melius_larq, name) is melius_larq.get_builder(name)
@@ -72,11 +72,12 @@ def test_forward(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_every_trainable_variable_gets_a_gradient(name):
-    model = melius_larq.create_model(name, input_shape=SMALL_SHAPE, num_classes=SMALL_CLASSES)
+    model = small_model(name)
     x = _inputs(batch=4)
     labels = np.arange(4) % SMALL_CLASSES
     with tf.GradientTape() as tape:
-        loss = tf.keras.losses.sparse_categorical_crossentropy(labels, model(x, training=True))
+        logits = model(x, training=True)
+        loss = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     grads = tape.gradient(loss, model.trainable_variables)
     for variable, grad in zip(model.trainable_variables, grads, strict=True):
         assert grad is not None, f"No gradient for {variable.name}"
@@ -118,8 +119,15 @@ def test_get_config_from_config_round_trip(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_fit_on_random_batches(name):
+    """Keras' fit loop (losses, optimizer, BN updates) runs every model. It runs eagerly here:
+    tracing a graph-mode train step costs 30-90 s per model; tests/test_zoo.py trains in graph
+    mode."""
     model = melius_larq.create_model(name, input_shape=SMALL_SHAPE, num_classes=SMALL_CLASSES)
-    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        run_eagerly=True,
+    )
     x = _inputs(batch=8)
     y = np.arange(8) % SMALL_CLASSES
     before = [w.copy() for w in model.get_weights()]
@@ -151,7 +159,7 @@ def test_classifier_activation():
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("stem", ["grouped", "imagenet", "thumbnail"])
+@pytest.mark.parametrize("stem", ["grouped", "imagenet", "thumbnail", "small"])
 @pytest.mark.parametrize("preset", ["lce", "larq_zoo"])
 def test_stems_and_presets_build_at_their_minimum_size(stem, preset):
     size = melius_larq.min_input_size(stem=stem, preset=preset)

@@ -33,7 +33,22 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from zoo.demo import run_demo
+
+    run_demo(args.out, overrides=args.set and dict(kv.split("=", 1) for kv in args.set),
+             data_dir=args.data_dir, verbose=args.verbose)  # fmt: skip
+    return 0
+
+
 def add_subcommands(sub) -> None:
+    p = sub.add_parser("demo", help="train a MeliusNet on Fashion-MNIST and deploy it with LCE")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    p.add_argument("--data-dir")
+    p.add_argument("--verbose", type=int, default=1)
+    p.set_defaults(func=_cmd_demo)
+
     p = sub.add_parser("recipes", help="list the training recipes")
     p.set_defaults(func=_cmd_recipes)
 

@@ -79,6 +79,11 @@ def _is_chief() -> bool:
     )
 
 
+def _task_name() -> str:
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    return f"{task.get('type', 'chief')}_{task.get('index', 0)}"
+
+
 def build_model(recipe: Recipe) -> tf.keras.Model:
     channels = 1 if recipe.dataset == "fashion_mnist" else 3
     kwargs = {}
@@ -165,7 +170,6 @@ def train(
         NaNLossError: when the loss becomes non-finite.
     """
     run_dir = Path(run_dir)
-    backup = run_dir / "backup"
     if run_dir.exists() and (run_dir / "config.json").exists() and not resume:
         raise ValueError(f"{str(run_dir)!r} already holds a run: pass --resume or another --out.")
     if resume and not (run_dir / "config.json").exists():
@@ -197,16 +201,17 @@ def train(
             loss=tf.keras.losses.SparseCategoricalCrossentropy(),
             metrics=["accuracy"],
         )
+    # Every worker runs the same callbacks: saving reads sync-on-read variables (BN
+    # statistics) through collective ops, which must happen on all workers in the same order.
+    # Workers other than the chief write into a scratch directory of their own.
+    out = run_dir if chief else run_dir / "workers" / _task_name()
     callbacks = [
         _StopOnNaN(),
-        tf.keras.callbacks.BackupAndRestore(str(backup if chief else run_dir / "backup_worker")),
-        tf.keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+        tf.keras.callbacks.BackupAndRestore(str(out / "backup")),
+        tf.keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+        _AtomicCheckpoint(out / "checkpoints"),
+        tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
     ]
-    if chief:
-        callbacks += [
-            _AtomicCheckpoint(run_dir / "checkpoints"),
-            tf.keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), update_freq="epoch"),
-        ]
     model.fit(train_ds, epochs=recipe.epochs, validation_data=test_ds, callbacks=callbacks,
               verbose=verbose)  # fmt: skip
     if strategy == "multi-worker":
@@ -216,10 +221,10 @@ def train(
     loss, accuracy = model.evaluate(test_ds, verbose=0)
     metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy),
                "epochs": recipe.epochs, "train_images": train_size}  # fmt: skip
+    tmp = out / ".model.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, out / "model.keras")
     if chief:
-        tmp = run_dir / ".model.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, run_dir / "model.keras")
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _plot_history(run_dir / "history.csv", run_dir / "curves.png")
     return {"model": model, **metrics}

@@ -1,0 +1,139 @@
+"""``make bench``: one reproducible benchmark run, compared in one process.
+
+Measures, at 224x224 with the LCE interpreter (indirect BGEMM, the fastest correct kernel on
+x86) and medians of ``runs`` timed runs after warm-up, at 1 and 2 threads:
+
+* melius_larq MeliusNet22, 29, A, B, C and BinaryDenseNet28 (``preset="lce"``);
+* larq_zoo's MeliusNet22 and QuickNet (the peers; random weights, same architecture);
+* float MobileNet-v1 1.0 in TensorFlow's TFLite interpreter (XNNPACK);
+
+plus flatbuffer sizes against the floor (1-bit binary + 32-bit other weights, from the
+authors' accounting), LCE conversion times, and ratios against larq_zoo MeliusNet22 and
+MobileNet-v1. Writes ``bench.json``, ``bench.md`` and ``bench.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import melius_larq
+from deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite, machine_info
+from deploy.convert import convert_model, write_atomic
+from melius_larq._compat import tf
+
+__all__ = ["run_suite"]
+
+OURS = ("MeliusNet22", "MeliusNet29", "MeliusNetA", "MeliusNetB", "MeliusNetC", "BinaryDenseNet28")
+SHAPE = (224, 224, 3)
+
+
+def _peers():
+    try:
+        import larq_zoo as lqz
+    except ImportError:
+        return {}
+    return {
+        "larq_zoo MeliusNet22": lambda: lqz.literature.MeliusNet22(weights=None, input_shape=SHAPE),
+        "larq_zoo QuickNet": lambda: lqz.sota.QuickNet(weights=None, input_shape=SHAPE),
+    }
+
+
+def run_suite(out: str | Path, *, threads=(1, 2), runs: int = 20, warmup: int = 3) -> dict:
+    """Runs the suite and writes its JSON, Markdown and PNG into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, sizes = [], []
+    builders = {f"melius_larq {n}": (lambda n=n: melius_larq.create_model(n, input_shape=SHAPE))
+                for n in OURS}  # fmt: skip
+    builders.update(_peers())
+    for name, build in builders.items():
+        model = build()
+        start = time.perf_counter()
+        buf = convert_model(model)
+        convert_s = time.perf_counter() - start
+        write_atomic(buf, out / (name.replace(" ", "_") + ".tflite"))
+        floor = None
+        if name.startswith("melius_larq"):
+            floor = melius_larq.summary(model, print_fn=None)["size_mib"]
+        sizes.append({"model": name, "tflite_mib": len(buf) / 2**20, "floor_mib": floor,
+                      "convert_s": convert_s})  # fmt: skip
+        for n, stats in benchmark_lce(buf, threads=threads, runs=runs, warmup=warmup,
+                                      progress=name).items():  # fmt: skip
+            rows.append({"model": name, "runtime": "LCE (indirect BGEMM)", "threads": n, **stats})
+        del model
+        tf.keras.backend.clear_session()
+    mobilenet = tf.keras.applications.MobileNet(weights=None, input_shape=SHAPE)
+    for n, stats in benchmark_tflite_float(float_tflite(mobilenet), threads=threads, runs=runs,
+                                           warmup=warmup, progress="MobileNet").items():  # fmt: skip
+        rows.append(
+            {
+                "model": "MobileNet-v1 1.0 (float)",
+                "runtime": "TFLite XNNPACK",
+                "threads": n,
+                **stats,
+            }
+        )
+    result = {"machine": machine_info(), "runs": runs, "rows": rows, "sizes": sizes}
+    write_atomic((json.dumps(result, indent=2) + "\n").encode(), out / "bench.json")
+    md = format_suite(result)
+    write_atomic((md + "\n").encode(), out / "bench.md")
+    _plot(result, out / "bench.png")
+    print(md)
+    return result
+
+
+def format_suite(result: dict) -> str:
+    ref = {
+        r["threads"]: r["median_ms"] for r in result["rows"] if r["model"] == "larq_zoo MeliusNet22"
+    }
+    mob = {
+        r["threads"]: r["median_ms"] for r in result["rows"] if r["model"].startswith("MobileNet")
+    }
+    m = result["machine"]
+    lines = [
+        f"Machine: {m['cpu']} ({m['cores']} cores, {m['machine']}), TensorFlow {m['tensorflow']}; "
+        f"medians of {result['runs']} runs at 224x224, batch 1.",
+        "",
+        "| model | runtime | threads | median ms | p90 ms | x larq_zoo MeliusNet22 | x MobileNet-v1 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        t = r["threads"]
+        rz = f"{r['median_ms'] / ref[t]:.2f}" if t in ref else "–"
+        rm = f"{r['median_ms'] / mob[t]:.2f}" if t in mob else "–"
+        lines.append(f"| {r['model']} | {r['runtime']} | {t} | {r['median_ms']:.1f} | "
+                     f"{r['p90_ms']:.1f} | {rz} | {rm} |")  # fmt: skip
+    lines += ["", "| model | flatbuffer MiB | floor MiB (1-bit binary, 32-bit rest) | conversion s |",
+              "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    for s in result["sizes"]:
+        floor = f"{s['floor_mib']:.2f}" if s["floor_mib"] else "–"
+        lines.append(f"| {s['model']} | {s['tflite_mib']:.2f} | {floor} | {s['convert_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    one = [r for r in result["rows"] if r["threads"] == 1]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.barh([r["model"] for r in one], [r["median_ms"] for r in one], color="#3b7dd8")
+    ax.set_xlabel("median latency, 1 thread (ms)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench_results")
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    run_suite(args.out, runs=args.runs)
