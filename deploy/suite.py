@@ -18,6 +18,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 import melius_larq
 from deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite, machine_info
 from deploy.convert import convert_model, write_atomic
@@ -54,11 +56,22 @@ def run_suite(out: str | Path, *, threads=(1, 2), runs: int = 20, warmup: int = 
         buf = convert_model(model)
         convert_s = time.perf_counter() - start
         write_atomic(buf, out / (name.replace(" ", "_") + ".tflite"))
-        floor = None
+        floor = floor8 = int8_mib = None
         if name.startswith("melius_larq"):
-            floor = melius_larq.summary(model, print_fn=None)["size_mib"]
-        sizes.append({"model": name, "tflite_mib": len(buf) / 2**20, "floor_mib": floor,
-                      "convert_s": convert_s})  # fmt: skip
+            counts = melius_larq.summary(model, print_fn=None)
+            floor = counts["size_mib"]
+            fp = counts["total_params"] - counts["binary_params"]
+            floor8 = (fp + counts["binary_params"] / 8) / 2**20
+        if name == "melius_larq MeliusNet22":
+            # size only: random weights, calibrated on random inputs
+            from deploy.int8 import convert_int8
+
+            calib = np.random.RandomState(0).uniform(-2, 2, (16, *SHAPE)).astype(np.float32)
+            buf8 = convert_int8(model, calib)
+            write_atomic(buf8, out / "melius_larq_MeliusNet22_int8.tflite")
+            int8_mib = len(buf8) / 2**20
+        sizes.append({"model": name, "tflite_mib": len(buf) / 2**20, "int8_tflite_mib": int8_mib,
+                      "floor_mib": floor, "floor8_mib": floor8, "convert_s": convert_s})  # fmt: skip
         for n, stats in benchmark_lce(buf, threads=threads, runs=runs, warmup=warmup,
                                       progress=name).items():  # fmt: skip
             rows.append({"model": name, "runtime": "LCE (indirect BGEMM)", "threads": n, **stats})
@@ -105,11 +118,16 @@ def format_suite(result: dict) -> str:
         rm = f"{r['median_ms'] / mob[t]:.2f}" if t in mob else "–"
         lines.append(f"| {r['model']} | {r['runtime']} | {t} | {r['median_ms']:.1f} | "
                      f"{r['p90_ms']:.1f} | {rz} | {rm} |")  # fmt: skip
-    lines += ["", "| model | flatbuffer MiB | floor MiB (1-bit binary, 32-bit rest) | conversion s |",
-              "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    lines += ["", "| model | flatbuffer MiB | int8 flatbuffer MiB | floor MiB (1-bit binary + 8-bit rest) "
+              "| paper size MiB (1-bit + 32-bit) | conversion s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+
+    def fmt(v):
+        return f"{v:.2f}" if v else "–"
+
     for s in result["sizes"]:
-        floor = f"{s['floor_mib']:.2f}" if s["floor_mib"] else "–"
-        lines.append(f"| {s['model']} | {s['tflite_mib']:.2f} | {floor} | {s['convert_s']:.1f} |")
+        lines.append(f"| {s['model']} | {s['tflite_mib']:.2f} | {fmt(s['int8_tflite_mib'])} | "
+                     f"{fmt(s['floor8_mib'])} | {fmt(s['floor_mib'])} | {s['convert_s']:.1f} |")  # fmt: skip
     return "\n".join(lines)
 
 
