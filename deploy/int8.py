@@ -185,9 +185,10 @@ def share_scales(model: tf.keras.Model, ranges: dict) -> dict:
     return {name: merged[find(name)] for name in ranges}
 
 
-def _fold_bn(conv, bn):
-    kernel = conv.get_weights()[0]
-    bias = conv.get_weights()[1] if conv.use_bias else np.zeros(kernel.shape[-1], np.float32)
+def _fold_bn(weights, bn):
+    """Folds a BatchNormalization into conv ``weights`` ([kernel] or [kernel, bias])."""
+    kernel = weights[0]
+    bias = weights[1] if len(weights) > 1 else np.zeros(kernel.shape[-1], np.float32)
     scale, shift = _bn_affine(bn)
     return kernel * scale, bias * scale + shift
 
@@ -211,41 +212,88 @@ def _clone(layer, cls=None, config=None, weights=None):
     return clone, (layer.get_weights() if weights is None else weights)
 
 
-def prepare_for_int8(model: tf.keras.Model) -> tf.keras.Model:
+# Binary conv outputs are sums of +-1 products (hundreds); MeliusNet concatenates them with
+# float features of range ~10, and int8 concatenation needs one scale for all of them.
+BINARY_OUTPUT_SCALE = 1 / 32
+
+_SCALE_FREE = (  # commute with a positive per-channel scale
+    tf.keras.layers.MaxPool2D,
+    tf.keras.layers.AveragePooling2D,
+    tf.keras.layers.GlobalAveragePooling2D,
+    tf.keras.layers.ZeroPadding2D,
+    tf.keras.layers.ReLU,
+)
+
+
+def _divide_inputs(kernel: np.ndarray, scale: np.ndarray, groups: int = 1) -> np.ndarray:
+    """Divides a conv/dense kernel's input channels by ``scale`` (undoing an input rescale)."""
+    kernel = kernel.copy()
+    cin_g, cout = kernel.shape[-2], kernel.shape[-1]
+    per_group = cout // groups
+    for o in range(cout):
+        g = o // per_group
+        kernel[..., :, o] /= scale[g * cin_g : (g + 1) * cin_g]
+    return kernel
+
+
+def prepare_for_int8(
+    model: tf.keras.Model, *, binary_output_scale: float = BINARY_OUTPUT_SCALE
+) -> tf.keras.Model:
     """A new float model computing the same function in int8-friendly layers.
 
     * a float conv whose only consumer is a BatchNormalization absorbs it;
     * any other BatchNormalization becomes a 1x1 depthwise conv with bias (one int8 op
       instead of a float multiply and add);
     * a conv/dense with a non-linear activation is split into the linear layer and an
-      ``Activation`` layer, so that its pre-activation output gets its own int8 range.
+      ``Activation`` layer, so that its pre-activation output gets its own int8 range;
+    * binary conv outputs are multiplied by ``binary_output_scale`` and every later layer
+      that is not scale-free (BN, float conv, dense) divides it out again per channel, so a
+      concatenation of binary sums and float features has one common range (TFLite's int8
+      concatenation needs one scale). Signs are unaffected by a positive scale.
 
     The input model is not modified.
+
+    Raises:
+        ValueError: for a model whose rescaled channels reach a layer that cannot absorb
+            the scale (e.g. an Add of a binary output and a float tensor).
     """
     if not isinstance(model, tf.keras.Model) or not hasattr(model, "_inbound_nodes"):
         raise ValueError(f"Expected a functional tf.keras.Model, but got {type(model).__name__}.")
+    from melius_larq.layers import ChannelShuffle
+
     users = _consumers(model)
     by_name = {layer.name: layer for layer in model.layers}
     inp = tf.keras.Input(model.input_shape[1:], name=model.layers[0].name)
     tensors = {model.layers[0].name: inp}
+    scales = {model.layers[0].name: np.ones(model.input_shape[-1], np.float32)}
     folded: dict[str, str] = {}  # BN name -> conv name that absorbed it
     for layer in model.layers[1:]:
         if layer.name in folded:
             tensors[layer.name] = tensors[folded[layer.name]]
+            scales[layer.name] = scales[folded[layer.name]]
             continue
-        args = [tensors[p.name] for p in _inbound(layer)]
+        parents = _inbound(layer)
+        args = [tensors[p.name] for p in parents]
+        in_scales = [scales[p.name] for p in parents]
         arg = args if len(args) > 1 else args[0]
+        s_in = in_scales[0]
         nxt = users.get(layer.name, [])
         activation = None
+        channels = layer.output_shape[-1] if isinstance(layer.output_shape, tuple) else None
+        out_scale = np.ones(channels or 1, np.float32)
         if _is_float_layer(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense)):
             config = layer.get_config()
             activation = config.get("activation", "linear")
             config["activation"] = "linear"
             weights = layer.get_weights()
             is_depthwise = isinstance(layer, tf.keras.layers.DepthwiseConv2D)
+            if not np.all(s_in == 1):
+                if is_depthwise:
+                    raise ValueError(f"{layer.name}: cannot absorb a rescaled input.")
+                weights[0] = _divide_inputs(weights[0], s_in, getattr(layer, "groups", 1))
             if (not is_depthwise and activation == "linear" and len(nxt) == 1
                     and isinstance(by_name[nxt[0]], tf.keras.layers.BatchNormalization)):  # fmt: skip
-                kernel, bias = _fold_bn(layer, by_name[nxt[0]])
+                kernel, bias = _fold_bn(weights, by_name[nxt[0]])
                 config["use_bias"] = True
                 weights = [kernel, bias]
                 folded[nxt[0]] = layer.name
@@ -253,15 +301,37 @@ def prepare_for_int8(model: tf.keras.Model) -> tf.keras.Model:
         elif isinstance(layer, tf.keras.layers.BatchNormalization):
             scale, shift = _bn_affine(layer)
             clone = tf.keras.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
-            weights = [scale.reshape(1, 1, -1, 1), shift]
+            weights = [(scale / s_in).reshape(1, 1, -1, 1), shift]
         else:
             clone, weights = _clone(layer)
+            if isinstance(layer, lq.layers_base.QuantizerBase):
+                out_scale = None  # set after the rescale below
+            elif isinstance(layer, tf.keras.layers.Concatenate):
+                out_scale = np.concatenate(in_scales)
+            elif isinstance(layer, tf.keras.layers.Add):
+                if any(not np.array_equal(t, s_in) for t in in_scales):
+                    raise ValueError(f"{layer.name}: adds tensors with different scales.")
+                out_scale = s_in
+            elif isinstance(layer, ChannelShuffle):
+                out_scale = s_in.reshape(layer.groups, -1).T.reshape(-1)
+            elif isinstance(layer, tf.keras.layers.Flatten):
+                out_scale = np.tile(s_in, int(np.prod(layer.input_shape[1:-1])))
+            elif isinstance(layer, _SCALE_FREE) or _is_relu(layer):
+                out_scale = s_in
+            elif not np.all(s_in == 1):
+                raise ValueError(
+                    f"{layer.name} ({type(layer).__name__}) cannot absorb a rescaled input."
+                )
         out = clone(arg)
         if weights:
             clone.set_weights(weights)
+        if out_scale is None:
+            out = tf.keras.layers.Rescaling(binary_output_scale, name=f"{layer.name}_rescale")(out)
+            out_scale = np.full(layer.output_shape[-1], binary_output_scale, np.float32)
         if activation not in (None, "linear"):
             out = tf.keras.layers.Activation(activation, name=f"{layer.name}_act")(out)
         tensors[layer.name] = out
+        scales[layer.name] = out_scale
     return tf.keras.Model(inp, tensors[model.layers[-1].name], name=model.name)
 
 

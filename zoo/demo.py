@@ -127,9 +127,8 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
     table = "| quantity | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     if check8["top1_agreement"] < 0.99:
         table += (
-            "\n\nint8 is below 99 % agreement on this network: its concatenations put the float "
-            "stem/transition features (range ~0-10) and the binary conv sums (range ~±500) on "
-            "one int8 scale, which TFLite's concatenation requires. See README, 'int8'."
+            "\n\nint8 is below 99 % agreement on this network: int8 activations before the "
+            "signs and one int8 scale per concatenation cost precision. See README, 'int8'."
         )
     print("\n" + table)
     (out / "report.md").write_text(table + "\n")
