@@ -96,3 +96,22 @@ def test_int8_io(trained):
 def test_int8_needs_calibration_data(trained):
     with pytest.raises(ValueError, match="calibration data"):
         convert_int8(trained[0], np.zeros((0, 28, 28, 1), np.float32))
+
+
+def test_prepare_for_int8_keeps_the_function_of_a_meliusnet():
+    """BN folding, BN-as-depthwise and the binary-output rescaling change no prediction."""
+    import melius_larq
+    from deploy.int8 import prepare_for_int8
+
+    model = melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), num_classes=10, stem="small",
+                                      classifier_activation=None)  # fmt: skip
+    x = np.random.RandomState(0).normal(0, 1, (8, 28, 28, 1)).astype(np.float32)
+    expected = model(x, training=False).numpy()
+    prepared = prepare_for_int8(model)
+    got = prepared(x, training=False).numpy()
+    rescaled = [layer.name for layer in prepared.layers if layer.name.endswith("_rescale")]
+    assert len(rescaled) == 14  # one per binary conv
+    # BN folding re-associates float sums; signs of values within round-off of 0 may flip,
+    # so compare the logits' scale-relative error and the predictions
+    np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
+    np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
