@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from deploy._lce import import_lce
 from melius_larq._compat import tf
+from melius_larq._io import write_atomic
 
 __all__ = ["TARGETS", "convert_model", "load_keras_model", "write_atomic"]
 
@@ -90,33 +90,6 @@ def convert_model(
             inference_input_type=_IO_TYPES[inference_input_type],
             inference_output_type=_IO_TYPES[inference_output_type],
         )
-
-
-def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Writes bytes to ``path`` through a temporary file and a rename: never a partial file.
-
-    Raises:
-        OSError: naming the path when its directory cannot be written.
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise OSError(f"Cannot write {str(path)!r}: directory {str(directory)!r} does not exist.")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def load_keras_model(

@@ -33,13 +33,13 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from melius_larq._compat import tf
+from melius_larq._io import write_atomic
 from melius_larq.cbd.compress import CompressionReport, replace_kernels
 from melius_larq.cbd.decompose import MAX_BITS, LayerCBD, Plane, grid
 from melius_larq.cbd.gf2 import gf2_matmul
@@ -58,36 +58,6 @@ MAGIC = b"\x89CBD\r\n\x1a\n"  # PNG-style: non-ASCII first byte, CRLF and ^Z cat
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sHHIQ32s")
 HEADER_BYTES = _HEADER.size  # 56
-
-
-def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file and ``os.replace``.
-
-    A reader sees either the old file or the complete new one, never a partial write.
-
-    Raises:
-        OSError: naming the path when its directory does not exist.
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise OSError(f"Cannot write {str(path)!r}: directory {str(directory)!r} does not exist.")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
-    try:
-        # mkstemp creates the file 0600; give it the mode a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def _layer_bits(layer: LayerCBD) -> np.ndarray:
