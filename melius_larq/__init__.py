@@ -14,7 +14,7 @@ from melius_larq.bnnplus import (
     SignSwish,
     linear_schedule,
 )
-from melius_larq.layers import ChannelShuffle
+from melius_larq.layers import ChannelShuffle, GroupConv2D
 from melius_larq.models import PRESETS, STEMS, VARIANTS, min_input_size
 from melius_larq.registry import create_model, get_builder, get_model_spec, list_models
 from melius_larq.weights import list_pretrained
@@ -46,6 +46,7 @@ __all__ = [
     "BinaryDenseNet37",
     "BinaryDenseNet45",
     "ChannelShuffle",
+    "GroupConv2D",
     "MeliusNet22",
     "MeliusNet23",
     "MeliusNet29",

@@ -30,7 +30,7 @@ import larq as lq
 
 from melius_larq._compat import tf
 from melius_larq.bnnplus import BNNPlusConfig, resolve_binarization
-from melius_larq.layers import ChannelShuffle
+from melius_larq.layers import ChannelShuffle, GroupConv2D
 
 __all__ = [
     "PRESETS",
@@ -194,7 +194,8 @@ class _Builder:
         return tf.keras.layers.Activation("relu", name=name)(x)
 
     def conv(self, x, filters, kernel, *, strides=1, groups=1, padding="same", name):
-        return tf.keras.layers.Conv2D(
+        layer = GroupConv2D if groups > 1 else tf.keras.layers.Conv2D
+        return layer(
             filters,
             kernel,
             strides=strides,

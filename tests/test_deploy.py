@@ -72,7 +72,9 @@ def test_report_of_a_registry_model_has_exact_op_counts():
     report = conversion_report(convert_model(model), keras_model=model)
     spec = melius_larq.get_model_spec("MeliusNetA")
     assert report["ops"]["LceBconv2d"] == 2 * sum(spec.blocks)
-    assert report["ops"]["CONV_2D"] == 3 + 3  # stem and transitions
+    # stem: 1 + 4 + 8 per-group convs; transitions: 3 x 4 groups (GroupConv2D is split)
+    assert report["ops"]["CONV_2D"] == 1 + 4 + 8 + 3 * 4
+    assert report["ops"]["SPLIT"] == 2 + 3
     assert report["ops"]["TRANSPOSE"] == 3  # one ChannelShuffle per transition
     assert report["stayed_float"] == []
 

@@ -18,9 +18,11 @@ LCE_LOGIT_RTOL = 1e-4
 
 
 def _float_convs(model):
+    """CONV_2D ops expected: one per group of every float conv (GroupConv2D is split)."""
     return sum(
-        isinstance(layer, tf.keras.layers.Conv2D) and "binconv" not in layer.name
+        layer.groups
         for layer in model.layers
+        if isinstance(layer, tf.keras.layers.Conv2D) and "binconv" not in layer.name
     )
 
 

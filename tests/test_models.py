@@ -223,3 +223,14 @@ def test_channel_shuffle_matches_definition():
     np.testing.assert_array_equal(y, expected)
     with pytest.raises(ValueError, match="divisible by 4"):
         melius_larq.ChannelShuffle(4)(np.zeros((1, 1, 1, 6), np.float32))
+
+
+def test_group_conv_equals_native_grouped_conv():
+    x = _inputs(batch=2, shape=(9, 9, 32))
+    native = tf.keras.layers.Conv2D(16, 3, strides=2, padding="same", groups=4, use_bias=True)
+    split = melius_larq.GroupConv2D.from_config(native.get_config())
+    native(x), split(x)
+    split.set_weights(native.get_weights())
+    # the same products summed per group; only the summation order may differ
+    np.testing.assert_allclose(split(x), native(x), atol=SAME_GRAPH_ATOL * 10)
+    assert tf.keras.layers.deserialize(tf.keras.layers.serialize(split)).groups == 4
