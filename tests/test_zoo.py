@@ -76,6 +76,11 @@ def test_recipes_and_overrides():
         apply_overrides(r, ["epochs=many"])
     with pytest.raises(ValueError, match="Unknown recipe 'nope'"):
         get_recipe("nope")
+    bnn = apply_overrides(r, ["bnn_train_beta=true", "bnn_lambda=none", "precision=mixed_bfloat16"])
+    assert (bnn.bnn_train_beta, bnn.bnn_lambda, bnn.precision) == (True, None, "mixed_bfloat16")
+    assert apply_overrides(bnn, ["bnn_train_beta=off"]).bnn_train_beta is False
+    with pytest.raises(ValueError, match="'bnn_train_beta' expects true or false, but got 'maybe'"):
+        apply_overrides(r, ["bnn_train_beta=maybe"])
 
 
 def _write_idx(path, array, *, truncate=0):
@@ -175,6 +180,53 @@ def test_nan_loss_names_epoch_and_step(tiny_fmnist, tmp_path):
     with pytest.raises(NaNLossError, match=r"at epoch 1, step 2"):
         train(_quick(learning_rate=float("inf"), epochs=1), tmp_path / "nan",
               data_dir=str(tiny_fmnist), verbose=0)  # fmt: skip
+
+
+def test_bnnplus_recipe_in_mixed_bfloat16_saves_a_float32_model(tiny_fmnist, tmp_path):
+    from melius_larq.bnnplus import BNNPlusConv2D
+
+    recipe = _quick(epochs=1, precision="mixed_bfloat16", binarization="bnn+",
+                    bnn_regularizer="euclidean", bnn_train_beta=True, bnn_beta=3.0)  # fmt: skip
+    result = train(recipe, tmp_path / "run", data_dir=str(tiny_fmnist), verbose=0)
+    model = result["model"]
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    saved = tf.keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    bnn = [layer for layer in saved.layers if isinstance(layer, BNNPlusConv2D)]
+    assert bnn and all(layer.regularizer == "euclidean" for layer in bnn)
+    quantizer = bnn[0].input_quantizer
+    assert quantizer.train_beta and quantizer.beta == 3.0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == (
+        "mixed_bfloat16"
+    )
+    with pytest.raises(ValueError, match="Unknown precision 'float8'"):
+        train(_quick(precision="float8"), tmp_path / "bad", data_dir=str(tiny_fmnist), verbose=0)
+
+
+def test_bnnplus_experiment_reads_finished_runs_and_summarizes(tmp_path):
+    from zoo import bnnplus_experiment as exp
+
+    runs = tmp_path / "runs"
+    for name, accs in (("STE", (0.80, 0.82)), ("BNN+ L2, β trainable", (0.81, 0.85))):
+        for seed, acc in enumerate(accs):
+            d = runs / f"{exp._slug(name)}_seed{seed}"
+            d.mkdir(parents=True)
+            extra = {"beta_mean": 4.0 + seed, "alpha_mean": 0.1} if "BNN" in name else {}
+            record = {"config": name, "seed": seed, "test_accuracy": acc, **extra}
+            (d / "experiment.json").write_text(json.dumps(record))
+    result = exp.run(tmp_path / "out", runs=runs, seeds=(0, 1),
+                     configs=["STE", "BNN+ L2, β trainable"])  # fmt: skip
+    ste, bnn = result["configs"]["STE"], result["configs"]["BNN+ L2, β trainable"]
+    assert ste["mean"] == pytest.approx(0.81) and ste["std"] == pytest.approx(
+        np.std([0.8, 0.82], ddof=1)
+    )
+    assert bnn["beta_mean"] == pytest.approx(4.5) and "beta_mean" not in ste
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| STE | 81.00 ± 1.41 % | 80.00, 82.00 | – | – |" in table
+    assert "| BNN+ L2, β trainable | 83.00 ± 2.83 % | 81.00, 85.00 | 4.50 | 0.100 |" in table
+    assert (tmp_path / "out" / exp.PLOT_NAME).stat().st_size > 0
+    with pytest.raises(ValueError, match="Unknown configuration"):
+        exp.run(tmp_path / "out", runs=runs, configs=["XNOR"])
 
 
 def _free_port():

@@ -36,6 +36,14 @@ class Recipe:
         augment: ``none``, ``flip_crop`` (pad 2 + random crop + flip) or ``imagenet``.
         train_limit: use only the first N training images (quick runs); None = all.
         binarization: ``ste`` or ``bnn+``.
+        bnn_regularizer: BNN+ regularizer, ``manhattan`` (L1) or ``euclidean`` (L2).
+        bnn_lambda: BNN+ regularization strength λ; None takes the package default.
+        bnn_beta: initial β of the BNN+ SignSwish.
+        bnn_train_beta: train β (True) or keep it fixed (False).
+        precision: ``float32``, ``mixed_bfloat16`` (about 2x faster training on CPUs with
+            AVX512-BF16; the saved model is float32) or ``mixed_float16`` (GPUs).
+        jit_compile: compile the training step with XLA. Off by default: on the 2-core CPU
+            it made MeliusNet22 training slower (README, "Training throughput").
         seed: random seed.
     """
 
@@ -58,6 +66,12 @@ class Recipe:
     augment: str = "imagenet"
     train_limit: int | None = None
     binarization: str = "ste"
+    bnn_regularizer: str = "manhattan"
+    bnn_lambda: float | None = None
+    bnn_beta: float = 5.0
+    bnn_train_beta: bool = False
+    precision: str = "float32"
+    jit_compile: bool = False
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -106,6 +120,12 @@ def _convert(field: dataclasses.Field, raw: str):
     if raw.lower() in ("none", "null") and type(None) in typing.get_args(hint):
         return None
     base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+    if base is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"Recipe key {field.name!r} expects true or false, but got {raw!r}.")
     try:
         return base(raw)
     except ValueError as err:

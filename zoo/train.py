@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from zoo.recipes import Recipe
 __all__ = ["NaNLossError", "evaluate", "make_strategy", "train"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 class NaNLossError(RuntimeError):
@@ -85,18 +87,49 @@ def _task_name() -> str:
 
 
 def build_model(recipe: Recipe) -> tf.keras.Model:
+    """The recipe's registry model, under the recipe's precision policy.
+
+    With a mixed policy the layers compute in 16 bits and keep float32 variables; the
+    classifier's softmax stays float32. The global policy is restored afterwards.
+    """
     channels = 1 if recipe.dataset == "fashion_mnist" else 3
     kwargs = {}
     if recipe.binarization != "ste":
         kwargs["binarization"] = recipe.binarization
-    return melius_larq.create_model(
-        recipe.model,
-        input_shape=(recipe.input_size, recipe.input_size, channels),
-        num_classes=num_classes(recipe.dataset),
-        stem=recipe.stem,
-        preset=recipe.preset,
-        **kwargs,
-    )
+        kwargs["bnn_plus"] = {
+            "regularizer": recipe.bnn_regularizer,
+            "reg_lambda": recipe.bnn_lambda,
+            "beta": recipe.bnn_beta,
+            "train_beta": recipe.bnn_train_beta,
+        }
+    if recipe.precision not in PRECISIONS:
+        raise ValueError(
+            f"Unknown precision {recipe.precision!r}; expected one of: {', '.join(PRECISIONS)}."
+        )
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(recipe.precision)
+    try:
+        return melius_larq.create_model(
+            recipe.model,
+            input_shape=(recipe.input_size, recipe.input_size, channels),
+            num_classes=num_classes(recipe.dataset),
+            stem=recipe.stem,
+            preset=recipe.preset,
+            **kwargs,
+        )
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
+
+
+def as_float32(recipe: Recipe, model: tf.keras.Model) -> tf.keras.Model:
+    """A float32 copy of a model trained under a mixed policy (same weights), for saving,
+    evaluation and conversion; a float32 model is returned as is."""
+    if recipe.precision == "float32":
+        return model
+    copy = build_model(dataclasses.replace(recipe, precision="float32"))
+    copy.set_weights(model.get_weights())
+    copy.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    return copy
 
 
 def _optimizer(recipe: Recipe, steps_per_epoch: int):
@@ -200,6 +233,7 @@ def train(
             optimizer=_optimizer(recipe, steps),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(),
             metrics=["accuracy"],
+            jit_compile=recipe.jit_compile,
         )
     # Every worker runs the same callbacks: saving reads sync-on-read variables (BN
     # statistics) through collective ops, which must happen on all workers in the same order.
@@ -218,6 +252,9 @@ def train(
         # every worker keeps its final weights, so that their equality can be checked
         task = json.loads(os.environ["TF_CONFIG"])["task"]
         model.save_weights(str(run_dir / f"weights_{task['type']}_{task['index']}.h5"))
+    if recipe.precision != "float32":
+        with dist.scope():
+            model = as_float32(recipe, model)
     loss, accuracy = model.evaluate(test_ds, verbose=0)
     metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy),
                "epochs": recipe.epochs, "train_images": train_size}  # fmt: skip
