@@ -7,9 +7,12 @@ x86) and medians of ``runs`` timed runs after warm-up, at 1 and 2 threads:
 * larq_zoo's MeliusNet22 and QuickNet (the peers; random weights, same architecture);
 * float MobileNet-v1 1.0 in TensorFlow's TFLite interpreter (XNNPACK);
 
-plus flatbuffer sizes against the floor (1-bit binary + 32-bit other weights, from the
-authors' accounting), LCE conversion times, and ratios against larq_zoo MeliusNet22 and
-MobileNet-v1. Writes ``bench.json``, ``bench.md`` and ``bench.png``.
+plus flatbuffer sizes against the floor (1-bit binary + 8-bit other weights, and the
+authors' 1-bit + 32-bit accounting), LCE conversion times, ratios against larq_zoo MeliusNet22
+and MobileNet-v1, where the LCE time of melius_larq MeliusNet22 goes (per part, with the
+binary-MAC rate of an isolated binary convolution), and training throughput (batch 16, 224x224)
+of melius_larq and larq_zoo MeliusNet22 in float32, mixed bfloat16 and with XLA. Writes
+``bench.json``, ``bench.md`` and ``bench.png``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,26 @@ def _peers():
     }
 
 
-def run_suite(out: str | Path, *, threads=(1, 2), runs: int = 20, warmup: int = 3) -> dict:
+# (label, builder key, precision, jit_compile) of the training-throughput rows
+TRAINING = (
+    ("melius_larq MeliusNet22", "melius_larq MeliusNet22", "float32", False),
+    ("melius_larq MeliusNet22", "melius_larq MeliusNet22", "mixed_bfloat16", False),
+    ("melius_larq MeliusNet22", "melius_larq MeliusNet22", "float32", True),
+    ("larq_zoo MeliusNet22", "larq_zoo MeliusNet22", "float32", False),
+    ("larq_zoo MeliusNet22", "larq_zoo MeliusNet22", "mixed_bfloat16", False),
+)
+
+
+def run_suite(
+    out: str | Path,
+    *,
+    threads=(1, 2),
+    runs: int = 20,
+    warmup: int = 3,
+    training: bool = True,
+    breakdown: bool = True,
+    train_steps: int = 5,
+) -> dict:
     """Runs the suite and writes its JSON, Markdown and PNG into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +111,25 @@ def run_suite(out: str | Path, *, threads=(1, 2), runs: int = 20, warmup: int = 
             }
         )
     result = {"machine": machine_info(), "runs": runs, "rows": rows, "sizes": sizes}
+    if breakdown:
+        from deploy.breakdown import binary_conv_rate, latency_breakdown
+
+        model = builders["melius_larq MeliusNet22"]()
+        result["breakdown"] = latency_breakdown(model, runs=runs, warmup=warmup)
+        result["binary_conv_rate"] = binary_conv_rate(runs=max(runs, 50))
+        del model
+        tf.keras.backend.clear_session()
+    if training:
+        from deploy.train_bench import training_throughput
+
+        result["training"] = []
+        for label, key, precision, jit in TRAINING:
+            if key not in builders:
+                continue
+            print(f"training throughput: {label}, {precision}{', XLA' if jit else ''}", flush=True)
+            stats = training_throughput(builders[key], precision=precision, jit_compile=jit,
+                                        steps=train_steps)  # fmt: skip
+            result["training"].append({"model": label, **stats})
     write_atomic((json.dumps(result, indent=2) + "\n").encode(), out / "bench.json")
     md = format_suite(result)
     write_atomic((md + "\n").encode(), out / "bench.md")
@@ -128,6 +169,21 @@ def format_suite(result: dict) -> str:
     for s in result["sizes"]:
         lines.append(f"| {s['model']} | {s['tflite_mib']:.2f} | {fmt(s['int8_tflite_mib'])} | "
                      f"{fmt(s['floor8_mib'])} | {fmt(s['floor_mib'])} | {s['convert_s']:.1f} |")  # fmt: skip
+    if "breakdown" in result:
+        from deploy.breakdown import format_breakdown
+
+        lines += ["", format_breakdown(result["breakdown"], result.get("binary_conv_rate"))]
+    if result.get("training"):
+        base = next((t["images_per_s"] for t in result["training"]
+                     if t["model"] == "larq_zoo MeliusNet22" and t["precision"] == "float32"
+                     and not t["jit_compile"]), None)  # fmt: skip
+        lines += ["", "Training throughput (CPU, batch 16, 224x224, RAdam, synthetic batch):", "",
+                  "| model | precision | XLA | images/s | step ms | x larq_zoo float32 |",
+                  "| --- | --- | --- | ---: | ---: | ---: |"]  # fmt: skip
+        for t in result["training"]:
+            ratio = f"{t['images_per_s'] / base:.2f}" if base else "–"
+            lines.append(f"| {t['model']} | {t['precision']} | {'yes' if t['jit_compile'] else 'no'} "
+                         f"| {t['images_per_s']:.2f} | {t['step_ms']:.0f} | {ratio} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -153,5 +209,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench_results")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--train-steps", type=int, default=5, help="timed training steps")
+    parser.add_argument("--no-training", action="store_true", help="skip training throughput")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the per-part breakdown")
     args = parser.parse_args()
-    run_suite(args.out, runs=args.runs)
+    run_suite(args.out, runs=args.runs, training=not args.no_training,
+              breakdown=not args.no_breakdown, train_steps=args.train_steps)  # fmt: skip

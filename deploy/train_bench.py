@@ -1,0 +1,82 @@
+"""Training throughput: images per second of ``model.fit`` steps on the CPU.
+
+Each measurement builds the model under the requested precision policy, compiles it with the
+authors' optimizer (RAdam) and sparse cross-entropy, runs ``warmup`` untimed steps (graph
+tracing) and then times ``steps`` steps of one synthetic batch fed from memory, so the input
+pipeline is not part of the number (``zoo`` measures that separately).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from melius_larq._compat import tf
+from melius_larq.optimizers import RAdam
+
+__all__ = ["PRECISIONS", "training_throughput"]
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def training_throughput(
+    build: Callable[[], tf.keras.Model],
+    *,
+    batch_size: int = 16,
+    steps: int = 5,
+    warmup: int = 2,
+    precision: str = "float32",
+    jit_compile: bool = False,
+    input_shape: Sequence[int] = (224, 224, 3),
+    num_classes: int = 1000,
+) -> dict:
+    """Images per second of training steps of the model that ``build()`` returns.
+
+    Args:
+        build: returns a fresh model (built under the precision policy set here).
+        batch_size: images per step.
+        steps: timed steps.
+        warmup: untimed steps first (tracing and allocation).
+        precision: Keras policy while building: ``float32``, ``mixed_bfloat16`` or
+            ``mixed_float16``.
+        jit_compile: compile the training step with XLA.
+        input_shape: image shape.
+        num_classes: classifier width.
+
+    Returns:
+        ``images_per_s``, ``step_ms`` (mean of the timed steps) and the settings.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; expected one of: {PRECISIONS}.")
+    if steps < 1 or warmup < 1 or batch_size < 1:
+        raise ValueError(
+            f"Expected steps, warmup and batch_size >= 1, but got {steps}, {warmup}, {batch_size}."
+        )
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = build()
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
+    model.compile(optimizer=RAdam(0.002), jit_compile=jit_compile,
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy())  # fmt: skip
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(batch_size, *input_shape)).astype(np.float32)
+    y = rng.randint(0, num_classes, batch_size)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(data, steps_per_epoch=warmup, epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    seconds = time.perf_counter() - start
+    del model
+    tf.keras.backend.clear_session()
+    return {
+        "images_per_s": steps * batch_size / seconds,
+        "step_ms": 1e3 * seconds / steps,
+        "batch_size": batch_size,
+        "steps": steps,
+        "precision": precision,
+        "jit_compile": jit_compile,
+    }
