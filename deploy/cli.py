@@ -67,6 +67,10 @@ def _cmd_convert(args) -> int:
 
         calibration = load_calibration(args.calibration, model, limit=args.calibration_samples)
         buf = convert_int8(model, calibration, target=args.target, int8_io=args.int8_io)
+    elif args.int8_weights:
+        from deploy.int8 import convert_int8_weights
+
+        buf = convert_int8_weights(model, target=args.target)
     else:
         buf = convert_model(model, target=args.target, input_shape=input_shape)
     report = conversion_report(buf, keras_model=model, target=args.target)
@@ -205,6 +209,8 @@ def add_subcommands(sub) -> None:
         "--int8", action="store_true", help="int8 non-binary layers (needs --calibration)"
     )
     p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors too")
+    p.add_argument("--int8-weights", action="store_true",
+                   help="store float weights as int8 + DEQUANTIZE, compute in float (no calibration)")  # fmt: skip
     p.add_argument("--calibration", help="calibration data: fashion_mnist, cifar10 or a .npy file")
     p.add_argument("--calibration-samples", type=int, default=500)
     p.add_argument("--json", help="also write the conversion report as JSON")

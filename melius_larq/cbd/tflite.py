@@ -25,6 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from melius_larq import _tflite
 from melius_larq._compat import tf
 from melius_larq.cbd.compress import CompressionReport
 from melius_larq.cbd.decompose import LayerCBD, unmatricize
@@ -78,9 +79,7 @@ class TFLiteExport:
 
 
 def _schema():
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema
+    return _tflite.schema()
 
 
 def _match(weights: np.ndarray, codes: np.ndarray, step: np.float32) -> np.ndarray | None:
@@ -135,21 +134,9 @@ def export_tflite(
     schema = _schema()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     float_buf = converter.convert()
-    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(float_buf, 0))
+    tree = _tflite.read_model(float_buf)
     graph = tree.subgraphs[0]
-
-    dequantize = None
-    for index, code in enumerate(tree.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE:
-            dequantize = index
-    if dequantize is None:
-        code = schema.OperatorCodeT()
-        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
-        code.version = 5  # int8 input with per-channel parameters
-        tree.operatorCodes.append(code)
-        dequantize = len(tree.operatorCodes) - 1
-    else:
-        tree.operatorCodes[dequantize].version = max(tree.operatorCodes[dequantize].version, 5)
+    dequantize = _tflite.dequantize_opcode(tree)
 
     candidates = [
         t
@@ -180,44 +167,14 @@ def export_tflite(
             )
         t, scales = found
         used.add(t)
-        old = graph.tensors[t].buffer
-        shared = sum(tensor.buffer == old for tensor in graph.tensors) > 1
-        buffer = schema.BufferT()
-        buffer.data = codes.astype(np.int8).reshape(-1).view(np.uint8)
-        if shared:
-            tree.buffers.append(buffer)
-            int8_buffer = len(tree.buffers) - 1
-        else:  # reuse the float buffer's slot so that its data is not kept
-            tree.buffers[old] = buffer
-            int8_buffer = old
-        quant = schema.QuantizationParametersT()
-        quant.scale = scales
-        quant.zeroPoint = np.zeros(scales.size, dtype=np.int64)
-        quant.quantizedDimension = 0
-        int8 = schema.TensorT()
-        int8.shape = np.array(codes.shape, dtype=np.int32)
-        int8.type = schema.TensorType.INT8
-        int8.buffer = int8_buffer
-        int8.name = f"{INT8_TENSOR_PREFIX}{name}".encode()
-        int8.quantization = quant
-        graph.tensors.append(int8)
-        # The float tensor keeps its consumers but now comes from DEQUANTIZE: empty buffer.
-        empty = schema.BufferT()
-        tree.buffers.append(empty)
-        graph.tensors[t].buffer = len(tree.buffers) - 1
-        op = schema.OperatorT()
-        op.opcodeIndex = dequantize
-        op.inputs = np.array([len(graph.tensors) - 1], dtype=np.int32)
-        op.outputs = np.array([t], dtype=np.int32)
-        new_ops.append(op)
+        new_ops.append(
+            _tflite.store_int8(
+                tree, t, codes, scales, name=f"{INT8_TENSOR_PREFIX}{name}", dequantize=dequantize
+            )  # fmt: skip
+        )
         stored[name] = "per-tensor" if scales.size == 1 else "per-channel"
     graph.operators = new_ops + list(graph.operators)
-
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
-    result = TFLiteExport(bytes(builder.Output()), stored, len(float_buf))
+    result = TFLiteExport(_tflite.pack(tree), stored, len(float_buf))
     if path is not None:
         from melius_larq.cbd.storage import write_atomic
 
