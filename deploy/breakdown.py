@@ -23,7 +23,13 @@ from deploy.convert import convert_model
 from melius_larq._compat import tf
 from melius_larq.accounting import _part, layer_accounting
 
-__all__ = ["binary_conv_rate", "format_breakdown", "latency_breakdown", "parts_of"]
+__all__ = [
+    "binary_conv_rate",
+    "format_breakdown",
+    "latency_breakdown",
+    "parts_of",
+    "without_presign_batchnorm",
+]
 
 
 def parts_of(model: tf.keras.Model, part: Callable[[str], str] = _part) -> list[dict]:
@@ -152,3 +158,26 @@ def format_breakdown(result: dict, rate: dict | None = None) -> str:
             f"{result['model']} alone need at least {bops / (rate['gbops_per_s'] * 1e6):.1f} ms.",
         ]
     return "\n".join(lines)
+
+
+def without_presign_batchnorm(model: tf.keras.Model) -> tf.keras.Model:
+    """A diagnostic copy of a registry model without the BatchNorms in front of each sign.
+
+    Not the same function (and untrained weights): it measures how much of the latency the
+    per-channel scale and shift of the whole concatenated tensor before every binary
+    convolution costs, which LCE 0.16 runs as separate MUL/ADD ops (it fuses no BatchNorm
+    into ``LceQuantize``). The input model is not modified.
+    """
+
+    def clone(layer):
+        if isinstance(layer, tf.keras.layers.BatchNormalization) and layer.name.endswith(
+            ("_dense_bn", "_improve_bn")
+        ):
+            return tf.keras.layers.Activation("linear", name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = tf.keras.models.clone_model(model, clone_function=clone)
+    if not any(isinstance(layer, tf.keras.layers.Activation) and layer.name.endswith("_bn")
+               for layer in copy.layers):  # fmt: skip
+        raise ValueError(f"{model.name!r} has no *_dense_bn / *_improve_bn layers.")
+    return copy

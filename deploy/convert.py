@@ -37,6 +37,7 @@ def convert_model(
     input_shape: Sequence[int] | None = None,
     inference_input_type: str = "float32",
     inference_output_type: str = "float32",
+    fold_batchnorm: bool = True,
 ) -> bytes:
     """Converts a Keras model to an LCE flatbuffer (batch size 1).
 
@@ -53,6 +54,10 @@ def convert_model(
             unknown dimensions.
         inference_input_type: ``"float32"`` or ``"int8"`` (int8 needs a quantized model).
         inference_output_type: ``"float32"`` or ``"int8"``.
+        fold_batchnorm: first replace every BatchNorm that only feeds binary quantizers by a
+            per-channel shift (:func:`melius_larq.fold_presign_batchnorm`: the same signs,
+            one multiplication over the whole tensor less per binary convolution). The
+            model passed in is not modified.
 
     Returns:
         The flatbuffer bytes.
@@ -73,6 +78,10 @@ def convert_model(
         raise ValueError(f"Expected a tf.keras.Model, but got {type(model).__name__}.")
     lce = import_lce()
     spec = _input_spec(model, input_shape)
+    if fold_batchnorm:
+        from melius_larq.fold import fold_presign_batchnorm
+
+        model, _ = fold_presign_batchnorm(model)
 
     @tf.function(input_signature=[spec])
     def serve(x):

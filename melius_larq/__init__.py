@@ -14,7 +14,8 @@ from melius_larq.bnnplus import (
     SignSwish,
     linear_schedule,
 )
-from melius_larq.layers import ChannelShuffle, GroupConv2D
+from melius_larq.fold import fold_presign_batchnorm
+from melius_larq.layers import ChannelShift, ChannelShuffle, GroupConv2D
 from melius_larq.models import PRESETS, STEMS, VARIANTS, min_input_size
 from melius_larq.registry import create_model, get_builder, get_model_spec, list_models
 from melius_larq.weights import list_pretrained
@@ -45,6 +46,7 @@ __all__ = [
     "BinaryDenseNet28",
     "BinaryDenseNet37",
     "BinaryDenseNet45",
+    "ChannelShift",
     "ChannelShuffle",
     "GroupConv2D",
     "MeliusNet22",
@@ -59,6 +61,7 @@ __all__ = [
     "RegularizationScheduler",
     "SignSwish",
     "create_model",
+    "fold_presign_batchnorm",
     "get_builder",
     "get_model_spec",
     "linear_schedule",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from melius_larq._compat import tf
 
-__all__ = ["ChannelShuffle", "GroupConv2D"]
+__all__ = ["ChannelShift", "ChannelShuffle", "GroupConv2D"]
 
 
 @tf.keras.utils.register_keras_serializable(package="melius_larq")
@@ -89,3 +89,34 @@ class GroupConv2D(tf.keras.layers.Conv2D):
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, self.bias)
         return self.activation(outputs) if self.activation is not None else outputs
+
+
+@tf.keras.utils.register_keras_serializable(package="melius_larq")
+class ChannelShift(tf.keras.layers.Layer):
+    """Adds a per-channel constant: ``x + shift``.
+
+    :func:`melius_larq.fold_presign_batchnorm` puts it where a BatchNormalization fed only
+    signs: with a positive scale ``a`` per channel, ``sign(a * x + b) == sign(x + b / a)``, so
+    the multiplication over the whole tensor disappears from the deployed graph.
+
+    Args:
+        channels: number of channels (the last axis).
+    """
+
+    def __init__(self, channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.channels:
+            raise ValueError(
+                f"ChannelShift({self.channels}) got an input with {input_shape[-1]} channels."
+            )
+        self.shift = self.add_weight("shift", shape=(self.channels,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return inputs + tf.cast(self.shift, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
