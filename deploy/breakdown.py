@@ -28,7 +28,6 @@ __all__ = [
     "format_breakdown",
     "latency_breakdown",
     "parts_of",
-    "without_presign_batchnorm",
 ]
 
 
@@ -74,6 +73,7 @@ def latency_breakdown(
     warmup: int = 3,
     threads: int = 1,
     progress: bool = True,
+    fold_batchnorm: bool = True,
 ) -> dict:
     """Per-part LCE latency of a registry model (prefix sub-models, differenced).
 
@@ -93,8 +93,8 @@ def latency_breakdown(
     for p in iterator:
         output = model.get_layer(p["last_layer"]).output
         prefix = tf.keras.Model(model.input, output, name=f"prefix_{p['last_layer']}")
-        stats = benchmark_lce(convert_model(prefix), threads=(threads,), runs=runs,
-                              warmup=warmup)[threads]  # fmt: skip
+        buf = convert_model(prefix, fold_batchnorm=fold_batchnorm)
+        stats = benchmark_lce(buf, threads=(threads,), runs=runs, warmup=warmup)[threads]
         p["cumulative_ms"] = stats["median_ms"]
         p["ms"] = stats["median_ms"] - previous
         previous = stats["median_ms"]
@@ -103,7 +103,7 @@ def latency_breakdown(
         p["share"] = p["ms"] / total
         p["gbops_per_s"] = p["bops"] / (p["ms"] * 1e6) if p["bops"] and p["ms"] > 0 else None
     return {"model": model.name, "threads": threads, "runs": runs, "total_ms": total,
-            "parts": parts}  # fmt: skip
+            "fold_batchnorm": fold_batchnorm, "parts": parts}  # fmt: skip
 
 
 def binary_conv_rate(
@@ -136,9 +136,10 @@ def binary_conv_rate(
 
 def format_breakdown(result: dict, rate: dict | None = None) -> str:
     """A Markdown table of a :func:`latency_breakdown` result."""
+    folded = "" if result.get("fold_batchnorm", True) else ", pre-sign BatchNorms not folded"
     lines = [
         f"{result['model']}: LCE (indirect BGEMM), {result['threads']} thread(s), medians of "
-        f"{result['runs']} runs, total {result['total_ms']:.1f} ms.",
+        f"{result['runs']} runs{folded}, total {result['total_ms']:.1f} ms.",
         "",
         "| part | ms | share | binary MACs (M) | float MACs (M) | GBOPs/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -158,26 +159,3 @@ def format_breakdown(result: dict, rate: dict | None = None) -> str:
             f"{result['model']} alone need at least {bops / (rate['gbops_per_s'] * 1e6):.1f} ms.",
         ]
     return "\n".join(lines)
-
-
-def without_presign_batchnorm(model: tf.keras.Model) -> tf.keras.Model:
-    """A diagnostic copy of a registry model without the BatchNorms in front of each sign.
-
-    Not the same function (and untrained weights): it measures how much of the latency the
-    per-channel scale and shift of the whole concatenated tensor before every binary
-    convolution costs, which LCE 0.16 runs as separate MUL/ADD ops (it fuses no BatchNorm
-    into ``LceQuantize``). The input model is not modified.
-    """
-
-    def clone(layer):
-        if isinstance(layer, tf.keras.layers.BatchNormalization) and layer.name.endswith(
-            ("_dense_bn", "_improve_bn")
-        ):
-            return tf.keras.layers.Activation("linear", name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    copy = tf.keras.models.clone_model(model, clone_function=clone)
-    if not any(isinstance(layer, tf.keras.layers.Activation) and layer.name.endswith("_bn")
-               for layer in copy.layers):  # fmt: skip
-        raise ValueError(f"{model.name!r} has no *_dense_bn / *_improve_bn layers.")
-    return copy

@@ -55,6 +55,23 @@ TRAINING = (
 )
 
 
+def randomize_batchnorm(model: tf.keras.Model, seed: int = 0) -> tf.keras.Model:
+    """Gives every BatchNorm statistics like a trained network's (positive scales, non-zero
+    shifts), in place. Freshly initialised BatchNorms (mean 0, variance 1, beta 0) let the
+    converter drop their additions, which a trained network does not allow; every model of
+    the suite gets the same treatment."""
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            values = {"gamma": rng.uniform(0.5, 1.5, n), "beta": rng.normal(0, 0.3, n),
+                      "moving_mean": rng.normal(0, 0.3, n),
+                      "moving_variance": rng.uniform(0.5, 2.0, n)}  # fmt: skip
+            for w in layer.weights:
+                w.assign(values[w.name.split("/")[-1].split(":")[0]])
+    return model
+
+
 def run_suite(
     out: str | Path,
     *,
@@ -73,11 +90,17 @@ def run_suite(
                 for n in OURS}  # fmt: skip
     builders.update(_peers())
     for name, build in builders.items():
-        model = build()
+        model = randomize_batchnorm(build())
         start = time.perf_counter()
         buf = convert_model(model)
         convert_s = time.perf_counter() - start
         write_atomic(buf, out / (name.replace(" ", "_") + ".tflite"))
+        if name == "melius_larq MeliusNet22":  # the effect of folding the pre-sign BatchNorms
+            unfolded = convert_model(model, fold_batchnorm=False)
+            for n, stats in benchmark_lce(unfolded, threads=threads, runs=runs, warmup=warmup,
+                                          progress=name + " unfolded").items():  # fmt: skip
+                rows.append({"model": name + " (BatchNorm not folded)",
+                             "runtime": "LCE (indirect BGEMM)", "threads": n, **stats})  # fmt: skip
         floor = floor8 = int8_mib = None
         if name.startswith("melius_larq"):
             counts = melius_larq.summary(model, print_fn=None)
@@ -114,8 +137,10 @@ def run_suite(
     if breakdown:
         from deploy.breakdown import binary_conv_rate, latency_breakdown
 
-        model = builders["melius_larq MeliusNet22"]()
+        model = randomize_batchnorm(builders["melius_larq MeliusNet22"]())
         result["breakdown"] = latency_breakdown(model, runs=runs, warmup=warmup)
+        result["breakdown_unfolded"] = latency_breakdown(model, runs=runs, warmup=warmup,
+                                                         fold_batchnorm=False)  # fmt: skip
         result["binary_conv_rate"] = binary_conv_rate(runs=max(runs, 50))
         del model
         tf.keras.backend.clear_session()
@@ -173,6 +198,9 @@ def format_suite(result: dict) -> str:
         from deploy.breakdown import format_breakdown
 
         lines += ["", format_breakdown(result["breakdown"], result.get("binary_conv_rate"))]
+    if "breakdown_unfolded" in result:
+        lines += ["", "Without folding the pre-sign BatchNorms:", "",
+                  format_breakdown(result["breakdown_unfolded"])]  # fmt: skip
     if result.get("training"):
         base = next((t["images_per_s"] for t in result["training"]
                      if t["model"] == "larq_zoo MeliusNet22" and t["precision"] == "float32"

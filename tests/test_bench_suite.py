@@ -4,7 +4,7 @@ import pytest
 
 import melius_larq
 from deploy.breakdown import binary_conv_rate, format_breakdown, latency_breakdown, parts_of
-from deploy.suite import format_suite
+from deploy.suite import format_suite, randomize_batchnorm
 from deploy.train_bench import training_throughput
 from melius_larq._compat import tf
 
@@ -34,7 +34,10 @@ def test_parts_follow_the_graph_and_add_up_to_the_accounting():
 
 
 def test_latency_breakdown_measures_every_prefix():
-    result = latency_breakdown(_tiny(), runs=3, warmup=1, progress=False)
+    model = randomize_batchnorm(_tiny())
+    bn = model.get_layer("section_0_block_0_dense_bn")
+    assert bn.gamma.numpy().min() > 0 and bn.moving_mean.numpy().std() > 0.1
+    result = latency_breakdown(model, runs=3, warmup=1, progress=False)
     parts = result["parts"]
     assert all(p["cumulative_ms"] > 0 for p in parts)
     assert sum(p["ms"] for p in parts) == pytest.approx(result["total_ms"])
