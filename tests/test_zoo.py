@@ -175,6 +175,47 @@ def test_train_resume_after_a_crash(tiny_fmnist, tmp_path, monkeypatch):
     assert json.loads((run / "config.json").read_text())["train_limit"] == 64
 
 
+@pytest.mark.large  # three TensorFlow processes: about a minute; the in-process crash test above
+def test_kill_9_and_resume_loses_at_most_one_epoch(tiny_fmnist, tmp_path):
+    """A real SIGKILL during training, then `melius-larq train --resume` from the CLI."""
+    import signal
+    import time
+    import zipfile
+
+    run = tmp_path / "run"
+    common = [sys.executable, "-m", "zoo", "train", "meliusnettiny_fashion_mnist", "--out",
+              str(run), "--data-dir", str(tiny_fmnist), "--verbose", "0"]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = ["--set", "epochs=40", "batch_size=32", "train_limit=64"]
+    proc = subprocess.Popen(common + first, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "epoch_002.keras").exists():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((run / "checkpoints").glob("epoch_*.keras")))
+    for path in (run / "checkpoints").glob("epoch_*.keras"):  # no truncated checkpoint
+        assert zipfile.ZipFile(path).testzip() is None
+    with pytest.raises(subprocess.CalledProcessError) as err:  # only epochs may change
+        subprocess.run(common + ["--resume", "--set", "learning_rate=1"], env=env, check=True,
+                       capture_output=True, text=True)  # fmt: skip
+    assert "only epochs may change, not ['learning_rate']" in err.value.stderr
+    target = done + 2
+    subprocess.run(common + ["--resume", "--set", f"epochs={target}"], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    epochs = [int(line.split(",")[0]) for line in
+              (run / "history.csv").read_text().splitlines()[1:]]  # fmt: skip
+    # every epoch logged once, in order, ending at the target: nothing lost but the epoch
+    # that was running when the process died
+    assert epochs == list(range(target))
+    assert json.loads((run / "config.json").read_text())["train_limit"] == 64
+    assert (run / "metrics.json").exists()
+    model = tf.keras.models.load_model(run / "model.keras", compile=False)
+    assert model.name == "meliusnettiny"
+
+
 def test_nan_loss_names_epoch_and_step(tiny_fmnist, tmp_path):
     # an infinite learning rate turns the weights into inf/NaN after the first update
     with pytest.raises(NaNLossError, match=r"at epoch 1, step 2"):

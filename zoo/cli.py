@@ -17,9 +17,11 @@ def _cmd_recipes(args) -> int:
 
 def _cmd_train(args) -> int:
     from zoo.recipes import apply_overrides, get_recipe
-    from zoo.train import train
+    from zoo.train import resume_recipe, train
 
     recipe = apply_overrides(get_recipe(args.recipe), args.set or [])
+    if args.resume:
+        recipe = resume_recipe(args.out, args.recipe, args.set or [])
     result = train(recipe, args.out, resume=args.resume, strategy=args.strategy,
                    data_dir=args.data_dir, verbose=args.verbose)  # fmt: skip
     print(json.dumps({k: v for k, v in result.items() if k != "model"}, indent=2))

@@ -15,9 +15,9 @@ import melius_larq
 from melius_larq._compat import tf
 from melius_larq.optimizers import RAdam
 from zoo.pipeline import make_dataset, num_classes
-from zoo.recipes import Recipe
+from zoo.recipes import Recipe, apply_overrides
 
-__all__ = ["NaNLossError", "evaluate", "make_strategy", "train"]
+__all__ = ["NaNLossError", "evaluate", "make_strategy", "resume_recipe", "train"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -179,6 +179,35 @@ def _plot_history(history_csv: Path, out: Path) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, out)
+
+
+def resume_recipe(run_dir, name: str, overrides=()) -> Recipe:
+    """The recipe a run was started with (its ``config.json``), with ``overrides`` applied.
+
+    ``--resume`` continues with what the run was started with, so the overrides of the first
+    command need not be repeated; only ``epochs`` may change (to extend a run).
+
+    Raises:
+        ValueError: when there is nothing to resume, the run used another recipe, or an
+            override other than ``epochs`` is given.
+    """
+    config = Path(run_dir) / "config.json"
+    if not config.exists():
+        raise ValueError(f"Nothing to resume in {str(run_dir)!r} (no config.json).")
+    saved = json.loads(config.read_text())
+    if saved.get("name") != name:
+        raise ValueError(
+            f"{str(run_dir)!r} was started with recipe {saved.get('name')!r}, not {name!r}."
+        )
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    recipe = Recipe(**{k: v for k, v in saved.items() if k in fields})
+    changed = apply_overrides(recipe, overrides)
+    bad = [k for k in fields if k != "epochs" and getattr(changed, k) != getattr(recipe, k)]
+    if bad:
+        raise ValueError(
+            f"--resume continues the run's own recipe; only epochs may change, not {bad}."
+        )
+    return changed
 
 
 def train(
