@@ -90,12 +90,14 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
     from deploy.verify import run_lce
 
     lce_pred = run_lce(buf, x_test).argmax(1)
+    int8_pred = run_lce(buf8, x_test).argmax(1)
     report = {
         "model": recipe.model,
         "recipe": recipe.to_dict(),
         "train_seconds": round(train_s, 1),
         "test_accuracy": result["test_accuracy"],
         "lce_test_accuracy": float(np.mean(lce_pred == labels)),
+        "lce_int8_test_accuracy": float(np.mean(int8_pred == labels)),
         "lce_top1_agreement": check["top1_agreement"],
         "lce_max_abs_diff": check["max_abs_diff"],
         "lce_int8_top1_agreement": check8["top1_agreement"],
@@ -114,6 +116,7 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
     rows = [
         ("test top-1 (Keras)", f"{100 * report['test_accuracy']:.2f} %"),
         ("test top-1 (LCE)", f"{100 * report['lce_test_accuracy']:.2f} %"),
+        ("test top-1 (LCE int8)", f"{100 * report['lce_int8_test_accuracy']:.2f} %"),
         ("LCE / Keras top-1 agreement (10,000 images)", f"{100 * check['top1_agreement']:.3f} %"),
         ("LCE int8 / Keras top-1 agreement", f"{100 * check8['top1_agreement']:.3f} %"),
         ("size: float TFLite / LCE / LCE int8", f"{report['float_tflite_mib']:.3f} / "
@@ -127,8 +130,9 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
     table = "| quantity | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     if check8["top1_agreement"] < 0.99:
         table += (
-            "\n\nint8 is below 99 % agreement on this network: int8 activations before the "
-            "signs and one int8 scale per concatenation cost precision. See README, 'int8'."
+            "\n\nint8 is below 99 % agreement on this network: a binary network turns int8 "
+            "rounding of its float layers into flipped signs, which moves near-tie predictions "
+            "(compare the int8 test top-1 instead). See README, 'int8'."
         )
     print("\n" + table)
     (out / "report.md").write_text(table + "\n")
