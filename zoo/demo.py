@@ -81,10 +81,10 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
     check8 = verify_flatbuffer(buf8, model, x_test, min_agreement=0.99, progress=verbose > 0)
 
     print("\n== latency (1 thread) ==")
-    lce_ms = benchmark_lce(buf, runs=50, warmup=5, progress="LCE")[1]["median_ms"]
-    lce8_ms = benchmark_lce(buf8, runs=50, warmup=5, progress="LCE int8")[1]["median_ms"]
+    lce_ms = benchmark_lce(buf, runs=300, warmup=20, progress="LCE")[1]["median_ms"]
+    lce8_ms = benchmark_lce(buf8, runs=300, warmup=20, progress="LCE int8")[1]["median_ms"]
     fbuf = float_tflite(model)
-    float_ms = benchmark_tflite_float(fbuf, runs=50, warmup=5, progress="float")[1]["median_ms"]
+    float_ms = benchmark_tflite_float(fbuf, runs=300, warmup=20, progress="float")[1]["median_ms"]
     counts = melius_larq.summary(model, print_fn=None)
     lce_pred = None  # agreement already measured; accuracy of the LCE model itself:
     from deploy.verify import run_lce
