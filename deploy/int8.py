@@ -494,9 +494,11 @@ def store_weights_int8(buf: bytes, *, min_elements: int = 256, skip=()) -> bytes
             continue
         index, axis = names[code]
         t = int(op.inputs[index])
+        if t < 0 or t in done:  # -1: an optional input that is absent
+            continue
         tensor = graph.tensors[t]
-        data = tree.buffers[tensor.buffer].data if t >= 0 else None
-        if t in done or tensor.type != schema.TensorType.FLOAT32 or data is None:
+        data = tree.buffers[tensor.buffer].data
+        if tensor.type != schema.TensorType.FLOAT32 or data is None:
             continue
         shape = tuple(int(d) for d in tensor.shape)
         if len(data) != 4 * int(np.prod(shape)) or np.prod(shape) < min_elements:

@@ -15,10 +15,9 @@ import numpy as np
 
 from melius_larq._compat import tf
 from melius_larq.optimizers import RAdam
+from melius_larq.precision import precision_policy
 
-__all__ = ["PRECISIONS", "training_throughput"]
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+__all__ = ["training_throughput"]
 
 
 def training_throughput(
@@ -39,8 +38,7 @@ def training_throughput(
         batch_size: images per step.
         steps: timed steps.
         warmup: untimed steps first (tracing and allocation).
-        precision: Keras policy while building: ``float32``, ``mixed_bfloat16`` or
-            ``mixed_float16``.
+        precision: Keras policy while building (:data:`melius_larq.precision.PRECISIONS`).
         jit_compile: compile the training step with XLA.
         input_shape: image shape.
         num_classes: classifier width.
@@ -48,18 +46,12 @@ def training_throughput(
     Returns:
         ``images_per_s``, ``step_ms`` (mean of the timed steps) and the settings.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; expected one of: {PRECISIONS}.")
     if steps < 1 or warmup < 1 or batch_size < 1:
         raise ValueError(
             f"Expected steps, warmup and batch_size >= 1, but got {steps}, {warmup}, {batch_size}."
         )
-    previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy(precision)
-    try:
+    with precision_policy(precision):
         model = build()
-    finally:
-        tf.keras.mixed_precision.set_global_policy(previous)
     model.compile(optimizer=RAdam(0.002), jit_compile=jit_compile,
                   loss=tf.keras.losses.SparseCategoricalCrossentropy())  # fmt: skip
     rng = np.random.RandomState(0)

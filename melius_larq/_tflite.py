@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["dequantize_opcode", "pack", "read_model", "schema", "store_int8"]
+__all__ = ["builtin_code", "dequantize_opcode", "pack", "read_model", "schema", "store_int8"]
 
 # DEQUANTIZE with an int8 input and per-channel parameters needs operator version >= 5 in
 # TensorFlow 2.16's op resolver (the version is only a lower bound for the runtime).
@@ -39,6 +39,7 @@ def pack(tree) -> bytes:
 
 
 def builtin_code(tree, opcode_index: int) -> int:
+    """The builtin operator of an operator code (old files use ``deprecatedBuiltinCode``)."""
     code = tree.operatorCodes[opcode_index]
     return max(code.builtinCode, code.deprecatedBuiltinCode)
 

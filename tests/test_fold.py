@@ -8,6 +8,7 @@ import pytest
 import melius_larq
 import melius_larq.fold
 from deploy import convert_model, op_inventory
+from deploy.suite import randomize_batchnorm
 from deploy.verify import run_lce
 from melius_larq._compat import tf
 from melius_larq.layers import ChannelShift
@@ -24,13 +25,7 @@ def _trained_like(name, shape, **kwargs):
     """A registry model whose BatchNorms hold statistics like a trained network's."""
     model = melius_larq.create_model(name, input_shape=shape, num_classes=10,
                                      classifier_activation=None, **kwargs)  # fmt: skip
-    rng = np.random.RandomState(0)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n),
-                               rng.normal(0, 0.3, n), rng.uniform(0.5, 2.0, n)])  # fmt: skip
-    return model
+    return randomize_batchnorm(model)
 
 
 @pytest.mark.parametrize(

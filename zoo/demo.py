@@ -86,7 +86,6 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
     fbuf = float_tflite(model)
     float_ms = benchmark_tflite_float(fbuf, runs=300, warmup=20, progress="float")[1]["median_ms"]
     counts = melius_larq.summary(model, print_fn=None)
-    lce_pred = None  # agreement already measured; accuracy of the LCE model itself:
     from deploy.verify import run_lce
 
     lce_pred = run_lce(buf, x_test).argmax(1)

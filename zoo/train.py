@@ -14,13 +14,13 @@ import numpy as np
 import melius_larq
 from melius_larq._compat import tf
 from melius_larq.optimizers import RAdam
+from melius_larq.precision import precision_policy
 from zoo.pipeline import make_dataset, num_classes
 from zoo.recipes import Recipe, apply_overrides
 
 __all__ = ["NaNLossError", "evaluate", "make_strategy", "resume_recipe", "train"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 class NaNLossError(RuntimeError):
@@ -102,13 +102,7 @@ def build_model(recipe: Recipe) -> tf.keras.Model:
             "beta": recipe.bnn_beta,
             "train_beta": recipe.bnn_train_beta,
         }
-    if recipe.precision not in PRECISIONS:
-        raise ValueError(
-            f"Unknown precision {recipe.precision!r}; expected one of: {', '.join(PRECISIONS)}."
-        )
-    previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy(recipe.precision)
-    try:
+    with precision_policy(recipe.precision):
         return melius_larq.create_model(
             recipe.model,
             input_shape=(recipe.input_size, recipe.input_size, channels),
@@ -117,8 +111,6 @@ def build_model(recipe: Recipe) -> tf.keras.Model:
             preset=recipe.preset,
             **kwargs,
         )
-    finally:
-        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def as_float32(recipe: Recipe, model: tf.keras.Model) -> tf.keras.Model:

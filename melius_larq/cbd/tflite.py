@@ -78,10 +78,6 @@ class TFLiteExport:
     float_bytes: int
 
 
-def _schema():
-    return _tflite.schema()
-
-
 def _match(weights: np.ndarray, codes: np.ndarray, step: np.float32) -> np.ndarray | None:
     """Scales making ``codes * scale`` equal ``weights``: one (exact) or per channel; else None."""
     if weights.shape != codes.shape:
@@ -131,7 +127,7 @@ def export_tflite(
             f"int8 export is exact only for J <= {EXACT_INT8_MAX_BITS} (codes up to 127), "
             f"but the model was compressed with J={report.bits} (codes up to {2**report.bits - 1})."
         )
-    schema = _schema()
+    schema = _tflite.schema()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     float_buf = converter.convert()
     tree = _tflite.read_model(float_buf)
