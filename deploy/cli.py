@@ -92,26 +92,29 @@ def _cmd_report(args) -> int:
 
 
 def _verification_inputs(args, model):
+    """``(inputs, labels)``; labels are None for random inputs."""
     import numpy as np
 
     if args.data == "random":
         rng = np.random.RandomState(args.seed)
-        return rng.uniform(-1, 1, (args.samples, *model.input_shape[1:])).astype(np.float32)
+        x = rng.uniform(-1, 1, (args.samples, *model.input_shape[1:])).astype(np.float32)
+        return x, None
     from zoo.data import dataset_inputs
 
     return dataset_inputs(
-        args.data, model.input_shape[1:], limit=args.samples, data_dir=args.data_dir
-    )
+        args.data, model.input_shape[1:], limit=args.samples, data_dir=args.data_dir,
+        with_labels=True,
+    )  # fmt: skip
 
 
 def _cmd_verify(args) -> int:
     from deploy.verify import verify_flatbuffer
 
     model = _load_keras(args.keras, args.input_size, args.num_classes)
-    x = _verification_inputs(args, model)
+    x, labels = _verification_inputs(args, model)
     result = verify_flatbuffer(
         args.tflite, model, x, min_agreement=args.min_agreement, max_abs_diff=args.max_abs_diff,
-        progress=True,
+        progress=True, labels=labels,
     )  # fmt: skip
     print(json.dumps(result, indent=2))
     _write_json(result, args.json)

@@ -68,16 +68,41 @@ def verify_flatbuffer(
     max_abs_diff: float | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    labels: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
 ) -> dict:
     """Compares LCE and Keras outputs on ``x``.
 
+    Args:
+        buf: the flatbuffer (bytes or path).
+        keras_model: the Keras model it was converted from.
+        x: inputs.
+        min_agreement: top-1 agreement needed to pass.
+        max_abs_diff: largest absolute output difference allowed to pass (None: no limit).
+        batch_size: Keras batch size.
+        progress: show a progress bar over the LCE runs.
+        labels: the true classes of ``x``; adds both runtimes' top-1 accuracy.
+        reference: the Keras outputs on ``x`` if already computed (e.g. to verify several
+            flatbuffers of one model); ``keras_model`` is then not run.
+
     Returns:
         dict with ``samples``, ``max_abs_diff``, ``mean_abs_diff``, ``top1_agreement``,
-        ``min_agreement``, ``passed``.
+        ``min_agreement``, ``passed``, and with ``labels`` also ``accuracy`` (LCE) and
+        ``keras_accuracy``.
     """
     buf = load_flatbuffer(buf)
     x = np.asarray(x, dtype=np.float32)
-    expected = keras_model.predict(x, batch_size=batch_size, verbose=0)
+    if labels is not None and len(labels) != len(x):
+        raise ValueError(f"Got {len(labels)} labels for {len(x)} inputs; expected one per input.")
+    if reference is None:
+        expected = keras_model.predict(x, batch_size=batch_size, verbose=0)
+    else:
+        expected = np.asarray(reference)
+        if len(expected) != len(x):
+            raise ValueError(
+                f"Got {len(expected)} reference outputs for {len(x)} inputs; expected one per "
+                "input."
+            )
     got = run_lce(buf, x, batch_progress=progress)
     if got.shape != expected.shape:
         raise ValueError(
@@ -91,6 +116,13 @@ def verify_flatbuffer(
         else float(np.mean(np.sign(got) == np.sign(expected)))
     )
     passed = agreement >= min_agreement and (max_abs_diff is None or diff.max() <= max_abs_diff)
+    accuracy = {}
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        accuracy = {
+            "accuracy": float(np.mean(got.reshape(len(x), -1).argmax(1) == labels)),
+            "keras_accuracy": float(np.mean(expected.reshape(len(x), -1).argmax(1) == labels)),
+        }
     return {
         "samples": int(len(x)),
         "max_abs_diff": float(diff.max()),
@@ -99,4 +131,5 @@ def verify_flatbuffer(
         "min_agreement": min_agreement,
         "max_abs_diff_threshold": max_abs_diff,
         "passed": bool(passed),
+        **accuracy,
     }

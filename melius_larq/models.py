@@ -65,6 +65,9 @@ class VariantSpec:
             (top-1 %, top-5 %, size MiB, OPS), or None where none was published.
         growth_rate: output channels of every binary conv (k).
         stem_features: channels leaving the stem.
+        pool_padding: padding of the transitions' 2x2 max-pool, or None for the preset's
+            (the authors' ``"valid"``). ``"same"`` keeps the last row and column of an
+            odd-sized map, which a ``"valid"`` pool drops.
     """
 
     name: str
@@ -76,6 +79,7 @@ class VariantSpec:
     imagenet: tuple[float, float, float, float] | None = None
     growth_rate: int = GROWTH_RATE
     stem_features: int = STEM_FEATURES
+    pool_padding: str | None = None
 
 
 # The one table of variant numbers (BMXNet-v2 meliusnet.py / densenet.py, resolved to channels).
@@ -103,9 +107,12 @@ VARIANTS: dict[str, VariantSpec] = {
                     imagenet=(64.2, 85.1, 5.12, 2.20e8)),
         VariantSpec("BinaryDenseNet45", "densenet", (6, 12, 14, 8), (160, 288, 288)),
         # Not from the paper: a MeliusNet sized for 28x28 CPU training (Fashion-MNIST demo),
-        # with half the growth rate and stem width and fewer blocks.
+        # with half the growth rate and stem width and fewer blocks. Its maps are 14, 7 and 3
+        # wide at 28x28 (small stem), so the transitions pool with "same" padding: "valid"
+        # would drop a row and a column at 7 -> 3 and five of nine positions at 3 -> 1 (it
+        # cost 0.5 points of test top-1 in the demo recipe, README "make demo").
         VariantSpec("MeliusNetTiny", "meliusnet", (2, 2, 2, 1), (64, 96, 128),
-                    growth_rate=32, stem_features=32),
+                    growth_rate=32, stem_features=32, pool_padding="same"),
     )
 }  # fmt: skip
 
@@ -309,8 +316,8 @@ class _Builder:
 
     def transition(self, x, filters, name):
         x = self.norm(x, f"{name}_bn")
-        x = tf.keras.layers.MaxPool2D(2, 2, padding=self.preset.pool_padding,
-                                      name=f"{name}_maxpool")(x)  # fmt: skip
+        padding = self.spec.pool_padding or self.preset.pool_padding
+        x = tf.keras.layers.MaxPool2D(2, 2, padding=padding, name=f"{name}_maxpool")(x)
         x = self.relu(x, f"{name}_relu")
         if self.spec.channel_shuffle:
             x = ChannelShuffle(SHUFFLE_GROUPS, name=f"{name}_shuffle")(x)
@@ -352,8 +359,9 @@ def _used_after_padding(size: int | None, kernel: int, stride: int, pad: int) ->
     return max(0, min(pad, (out - 1) * stride + kernel - (size + pad)))
 
 
-def _downsample(size: int, preset: Preset, stem: str) -> list[int]:
+def _downsample(size: int, preset: Preset, stem: str, pool_padding: str | None = None) -> list[int]:
     """Spatial sizes after each downsampling step, for an input of ``size`` pixels."""
+    pool_padding = pool_padding or preset.pool_padding
     sizes = []
     if stem == "small":
         sizes.append(size // 2)
@@ -366,16 +374,22 @@ def _downsample(size: int, preset: Preset, stem: str) -> list[int]:
                 size = math.ceil(size / 2)
             sizes.append(size)
     for _ in range(3):
-        size = math.ceil(size / 2) if preset.pool_padding == "same" else size // 2
+        size = math.ceil(size / 2) if pool_padding == "same" else size // 2
         sizes.append(size)
     return sizes
 
 
-def min_input_size(*, stem: str = "grouped", preset: str = "lce") -> int:
-    """Smallest input height/width (pixels) whose feature map survives every downsampling."""
+def min_input_size(
+    *, stem: str = "grouped", preset: str = "lce", pool_padding: str | None = None
+) -> int:
+    """Smallest input height/width (pixels) whose feature map survives every downsampling.
+
+    ``pool_padding`` is a variant's own transition pooling (``VariantSpec.pool_padding``,
+    e.g. ``"same"`` for MeliusNetTiny); None takes the preset's.
+    """
     p = _get_preset(preset)
     _check_stem(stem)
-    return next(s for s in range(1, 4096) if min(_downsample(s, p, stem)) >= 1)
+    return next(s for s in range(1, 4096) if min(_downsample(s, p, stem, pool_padding)) >= 1)
 
 
 def _check_stem(stem):
@@ -442,8 +456,8 @@ def build_model(
         input_shape = tuple(input_tensor.shape[1:])
     shape = _resolve_input_shape(input_shape, include_top, stem)
     for dim in shape[:2]:
-        if dim is not None and min(_downsample(dim, p, stem)) < 1:
-            minimum = min_input_size(stem=stem, preset=p)
+        if dim is not None and min(_downsample(dim, p, stem, spec.pool_padding)) < 1:
+            minimum = min_input_size(stem=stem, preset=p, pool_padding=spec.pool_padding)
             raise ValueError(
                 f"Input {shape[0]}x{shape[1]} is too small for {spec.name} with "
                 f"stem={stem!r}: the network downsamples it {2 ** len(_downsample(dim, p, stem))}x "

@@ -77,22 +77,18 @@ class RAdam(tf.keras.optimizers.Optimizer):
         self._momentums = [self.add_variable_from_reference(v, "m") for v in var_list]
         self._velocities = [self.add_variable_from_reference(v, "v") for v in var_list]
 
-    def update_step(self, gradient, variable):
-        dtype = variable.dtype
+    def _step_scales(self, dtype):
+        """The step's two scalars shared by every variable: ``(adaptive, plain)``.
+
+        The update is ``m_t * (adaptive / (sqrt(v_t) + epsilon) + plain)``: ``adaptive`` is
+        \(\eta r_t \sqrt{1-\beta_2^t}/(1-\beta_1^t)\) once rectified and 0 before,
+        ``plain`` is \(\eta/(1-\beta_1^t)\) before and 0 after.
+        """
         lr = tf.cast(self.learning_rate, dtype)
         step = tf.cast(self.iterations + 1, dtype)
-        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_1_power = tf.pow(tf.cast(self.beta_1, dtype), step)
         beta_2 = tf.cast(self.beta_2, dtype)
-        beta_1_power = tf.pow(beta_1, step)
         beta_2_power = tf.pow(beta_2, step)
-        index = self._index_dict[self._var_key(variable)]
-        m, v = self._momentums[index], self._velocities[index]
-        if isinstance(gradient, tf.IndexedSlices):
-            gradient = tf.convert_to_tensor(gradient)
-
-        m.assign(beta_1 * m + (1 - beta_1) * gradient)
-        v.assign(beta_2 * v + (1 - beta_2) * tf.square(gradient))
-
         rho_inf = 2.0 / (1.0 - beta_2) - 1.0
         rho = rho_inf - 2.0 * step * beta_2_power / (1.0 - beta_2_power)
         rectified = rho >= tf.cast(self.rectify_threshold, dtype)
@@ -102,9 +98,40 @@ class RAdam(tf.keras.optimizers.Optimizer):
             (safe_rho - 4.0) * (safe_rho - 2.0) * rho_inf
             / ((rho_inf - 4.0) * (rho_inf - 2.0) * safe_rho)
         )  # fmt: skip
-        adaptive = r * tf.sqrt(1.0 - beta_2_power) * m / (tf.sqrt(v) + self.epsilon)
-        update = tf.where(rectified, adaptive, m)
-        variable.assign_sub(lr * update / (1.0 - beta_1_power))
+        corrected_lr = lr / (1.0 - beta_1_power)
+        zero = tf.zeros([], dtype)
+        adaptive = tf.where(rectified, corrected_lr * r * tf.sqrt(1.0 - beta_2_power), zero)
+        return adaptive, tf.where(rectified, zero, corrected_lr)
+
+    def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
+        # The step's scalars are computed once per dtype and shared by every variable's
+        # update: per variable they cost ~40 scalar ops in every training step and in the
+        # trace (about 10 s of tracing and 10 % of a MeliusNetTiny step with ~120 variables).
+        # An XLA-compiled update step is a function of its own and computes them itself.
+        self._shared_scales = None if self.jit_compile else {}
+        try:
+            return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
+        finally:
+            self._shared_scales = None
+
+    def update_step(self, gradient, variable):
+        dtype = variable.dtype
+        shared = getattr(self, "_shared_scales", None)
+        if shared is None:
+            adaptive, plain = self._step_scales(dtype)
+        else:
+            if dtype not in shared:
+                shared[dtype] = self._step_scales(dtype)
+            adaptive, plain = shared[dtype]
+        index = self._index_dict[self._var_key(variable)]
+        m, v = self._momentums[index], self._velocities[index]
+        if isinstance(gradient, tf.IndexedSlices):
+            gradient = tf.convert_to_tensor(gradient)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        m.assign(beta_1 * m + (1 - beta_1) * gradient)
+        v.assign(beta_2 * v + (1 - beta_2) * tf.square(gradient))
+        variable.assign_sub(m * (adaptive / (tf.sqrt(v) + self.epsilon) + plain))
 
     def get_config(self):
         return {

@@ -102,6 +102,16 @@ def test_verify_passes_for_a_converted_model_and_fails_for_another():
     x = np.random.RandomState(0).uniform(-1, 1, (6, 32, 32, 3)).astype(np.float32)
     result = verify_flatbuffer(buf, model, x)
     assert result["passed"] and result["top1_agreement"] == 1.0 and result["samples"] == 6
+    assert "accuracy" not in result
+    keras_out = model.predict(x, verbose=0)
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    scored = verify_flatbuffer(buf, None, x, labels=labels, reference=keras_out)
+    assert scored["keras_accuracy"] == np.mean(keras_out.argmax(1) == labels)
+    assert scored["accuracy"] == scored["keras_accuracy"]  # identical top-1 on all six
+    with pytest.raises(ValueError, match="Got 2 labels for 6 inputs"):
+        verify_flatbuffer(buf, model, x, labels=labels[:2])
+    with pytest.raises(ValueError, match="Got 3 reference outputs for 6 inputs"):
+        verify_flatbuffer(buf, model, x, reference=keras_out[:3])
     other = melius_larq.MeliusNet23(input_shape=(32, 32, 3), num_classes=10)
     assert not verify_flatbuffer(buf, other, x, min_agreement=1.0, max_abs_diff=1e-6)["passed"]
 

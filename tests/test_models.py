@@ -172,6 +172,24 @@ def test_stems_and_presets_build_at_their_minimum_size(stem, preset):
             melius_larq.MeliusNet22(input_shape=(size - 1, size - 1, 3), stem=stem, preset=preset)
 
 
+def test_meliusnet_tiny_pools_odd_maps_with_same_padding():
+    """At 28x28 the small stem gives 14x14 maps: MeliusNetTiny's transitions keep the last
+    row and column (7 -> 4 -> 2); the paper's variants keep the authors' valid pooling."""
+
+    def pooled(model):
+        return [model.get_layer(f"section_{i}_transition_maxpool").output.shape[1]
+                for i in range(3)]  # fmt: skip
+
+    tiny = melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), stem="small", include_top=False)
+    assert pooled(tiny) == [7, 4, 2]
+    m22 = melius_larq.MeliusNet22(input_shape=(28, 28, 1), stem="small", include_top=False)
+    assert pooled(m22) == [7, 3, 1]
+    assert melius_larq.min_input_size(stem="small") == 16
+    assert melius_larq.min_input_size(stem="small", pool_padding="same") == 2
+    assert melius_larq.MeliusNetTiny(input_shape=(2, 2, 1), stem="small").output_shape == (
+        None, 1000)  # fmt: skip
+
+
 def test_symmetric_stem_padding_matches_mxnet():
     """The stem's stride-2 layers pad like MXNet (1 px each side) for odd and even sizes."""
     for size in (32, 33):

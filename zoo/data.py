@@ -150,17 +150,25 @@ def preprocess_fashion_mnist(images: np.ndarray) -> np.ndarray:
 
 
 def dataset_inputs(
-    name: str, input_shape, *, limit: int | None = None, data_dir=None
-) -> np.ndarray:
+    name: str, input_shape, *, limit: int | None = None, data_dir=None, with_labels: bool = False
+):
     """Preprocessed test images of a dataset, for verification and calibration.
+
+    The images are preprocessed as the training pipeline does (``zoo.pipeline``), so that a
+    model sees the inputs it was trained on.
+
+    Returns:
+        The images, or ``(images, labels)`` with ``with_labels=True``.
 
     Raises:
         DataError: for an unknown dataset, or when the model's input shape does not fit it.
     """
     if name == "fashion_mnist":
-        images, _ = load_fashion_mnist("test", data_dir)
+        images, labels = load_fashion_mnist("test", data_dir)
         x = preprocess_fashion_mnist(images[:limit])
     elif name == "cifar10":
+        from zoo.pipeline import CIFAR_MEAN, CIFAR_STD
+
         try:
             import tensorflow_datasets as tfds
 
@@ -171,8 +179,10 @@ def dataset_inputs(
             raise DataError(
                 f"CIFAR-10 is not available through tensorflow-datasets: {err}"
             ) from err
-        images, _ = tfds.as_numpy(ds)
-        x = images[:limit].astype(np.float32) / 255.0
+        images, labels = tfds.as_numpy(ds)
+        x = ((images[:limit].astype(np.float32) / 255.0 - CIFAR_MEAN) / CIFAR_STD).astype(
+            np.float32
+        )
     else:
         raise DataError(
             f"Unknown dataset {name!r}; expected 'random', 'fashion_mnist' or 'cifar10'."
@@ -182,4 +192,4 @@ def dataset_inputs(
             f"The model expects inputs of shape {tuple(input_shape)}, but {name} images have "
             f"shape {x.shape[1:]}."
         )
-    return x
+    return (x, np.asarray(labels[:limit])) if with_labels else x
