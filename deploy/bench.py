@@ -95,16 +95,12 @@ def benchmark_lce(
 
 def float_tflite(model: tf.keras.Model, input_shape: Sequence[int] | None = None) -> bytes:
     """The plain float TFLite flatbuffer of a Keras model (binary layers as float ops)."""
+    from deploy.convert import inference_saved_model
+
     shape = tuple(input_shape) if input_shape else tuple(model.input_shape[1:])
-
-    @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32)], autograph=False)
-    def serve(x):
-        return model(x, training=False)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], model
-    )
-    return converter.convert()
+    spec = tf.TensorSpec((1, *shape), tf.float32, name="input")
+    with inference_saved_model(model, spec) as saved_model:
+        return tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
 
 
 def benchmark_tflite_float(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from deploy._lce import import_lce
 from melius_larq._compat import tf
 from melius_larq._io import write_atomic
 
-__all__ = ["TARGETS", "convert_model", "load_keras_model", "write_atomic"]
+__all__ = ["TARGETS", "convert_model", "inference_saved_model", "load_keras_model", "write_atomic"]
 
 TARGETS = ("arm", "xcore")
 _IO_TYPES = {"float32": tf.float32, "int8": tf.int8}
@@ -42,7 +43,7 @@ def convert_model(
     """Converts a Keras model to an LCE flatbuffer (batch size 1).
 
     The model is exported as a SavedModel holding only its inference function (traced once
-    with ``training=False``) and its variables, then converted with LCE's
+    with ``training=False``, :func:`inference_saved_model`) and its variables, then converted with LCE's
     ``convert_saved_model``. This computes the same graph as
     ``larq_compute_engine.convert_keras_model``, which saves the full Keras SavedModel first
     and takes about 6x longer for a MeliusNet (47 s against 7 s for MeliusNetA at 64x64).
@@ -83,22 +84,39 @@ def convert_model(
 
         model, _ = fold_presign_batchnorm(model)
 
-    @tf.function(input_signature=[spec])
+    with inference_saved_model(model, spec) as saved_model:
+        return lce.convert_saved_model(
+            saved_model,
+            target=target,
+            inference_input_type=_IO_TYPES[inference_input_type],
+            inference_output_type=_IO_TYPES[inference_output_type],
+        )
+
+
+@contextlib.contextmanager
+def inference_saved_model(model: tf.keras.Model, spec: tf.TensorSpec):
+    """A temporary SavedModel directory holding only ``model``'s inference function.
+
+    The function is traced once, with ``training=False`` and without autograph (Keras and
+    larq layers need none at inference; autograph makes the trace several times slower),
+    for inputs of ``spec``; the SavedModel keeps the model's variables and one
+    ``serving_default`` signature with the output ``"output"``. Converting this is much
+    quicker than converting the full Keras SavedModel or a concrete function: for the demo's
+    MeliusNetTiny the float TFLite conversion takes 5 s this way against 34 s through
+    ``TFLiteConverter.from_concrete_functions``.
+    """
+
+    @tf.function(input_signature=[spec], autograph=False)
     def serve(x):
         return {"output": model(x, training=False)}
 
     holder = tf.Module()
     holder.variables_to_save = list(model.variables)
-    with tempfile.TemporaryDirectory(prefix="melius_larq_convert_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="melius_larq_export_") as tmp:
         tf.saved_model.save(
             holder, tmp, signatures={"serving_default": serve.get_concrete_function()}
         )
-        return lce.convert_saved_model(
-            tmp,
-            target=target,
-            inference_input_type=_IO_TYPES[inference_input_type],
-            inference_output_type=_IO_TYPES[inference_output_type],
-        )
+        yield tmp
 
 
 def load_keras_model(

@@ -368,3 +368,21 @@ def test_demo_resumes_only_an_interrupted_run_of_its_recipe(tmp_path, capsys):
     (run / "metrics.json").write_text("{}")
     assert prepare_training_dir(run, recipe) is False  # finished: a new demo starts over
     assert not run.exists() and "finished" in capsys.readouterr().out
+
+
+def test_demo_runs_end_to_end_on_a_tiny_dataset(tiny_fmnist, tmp_path):
+    """The whole `make demo` path (train, convert, verify, benchmark, report) on 64 images."""
+    from zoo.demo import run_demo
+
+    out = tmp_path / "demo"
+    report = run_demo(str(out), overrides={"epochs": 1, "batch_size": 32},
+                      data_dir=str(tiny_fmnist), verbose=0)  # fmt: skip
+    assert report["lce_top1_agreement"] >= 31 / 32  # 32 test images: one near-tie may flip
+    assert report["lce_test_accuracy"] == pytest.approx(report["test_accuracy"], abs=1 / 32)
+    assert set(report["phase_seconds"]) == {"train", "convert", "verify", "benchmark"}
+    assert all(len(v) == 3 for v in report["latency_medians_ms"].values())
+    assert report["lce_ms"] == min(report["latency_medians_ms"]["LCE"])
+    for name in ("model.tflite", "model_int8.tflite", "report.json", "report.md", "deploy.png",
+                 "train/model.keras", "train/curves.png"):  # fmt: skip
+        assert (out / name).exists(), name
+    assert json.loads((out / "report.json").read_text())["model"] == "MeliusNetTiny"

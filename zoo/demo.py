@@ -27,6 +27,8 @@ from zoo.train import train
 __all__ = ["prepare_training_dir", "run_demo"]
 
 DEMO_RECIPE = "meliusnettiny_fashion_mnist"
+LATENCY_ROUNDS = 3
+LATENCY_RUNS = 200
 
 
 def _plot_bars(report: dict, path: Path) -> None:
@@ -117,9 +119,16 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
 
     print("\n== latency (1 thread) ==")
     t0 = time.perf_counter()
-    lce_ms = benchmark_lce(buf, runs=300, warmup=20, progress="LCE")[1]["median_ms"]
-    lce8_ms = benchmark_lce(buf8, runs=300, warmup=20, progress="LCE int8")[1]["median_ms"]
-    float_ms = benchmark_tflite_float(fbuf, runs=300, warmup=20, progress="float")[1]["median_ms"]
+    # Sub-millisecond latencies on a shared machine: the three runtimes take turns over
+    # LATENCY_ROUNDS rounds and each keeps its best median (interference only slows down).
+    medians = {"LCE": [], "LCE int8": [], "float": []}
+    for _ in range(LATENCY_ROUNDS):
+        for name, fn, flatbuffer in (("LCE", benchmark_lce, buf),
+                                     ("LCE int8", benchmark_lce, buf8),
+                                     ("float", benchmark_tflite_float, fbuf)):  # fmt: skip
+            stats = fn(flatbuffer, runs=LATENCY_RUNS, warmup=20, progress=name)[1]
+            medians[name].append(stats["median_ms"])
+    lce_ms, lce8_ms, float_ms = (min(medians[k]) for k in ("LCE", "LCE int8", "float"))
     phase("benchmark", t0)
     counts = melius_larq.summary(model, print_fn=None)
     report = {
@@ -132,6 +141,7 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
         "lce_top1_agreement": check["top1_agreement"],
         "lce_max_abs_diff": check["max_abs_diff"],
         "lce_int8_top1_agreement": check8["top1_agreement"],
+        "latency_medians_ms": medians,
         "lce_ms": lce_ms,
         "lce_int8_ms": lce8_ms,
         "float_tflite_ms": float_ms,
@@ -154,7 +164,7 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
         ("LCE int8 / Keras top-1 agreement", f"{100 * check8['top1_agreement']:.3f} %"),
         ("size: float TFLite / LCE / LCE int8", f"{report['float_tflite_mib']:.3f} / "
          f"{report['lce_mib']:.3f} / {report['lce_int8_mib']:.3f} MiB"),
-        ("latency: float TFLite (XNNPACK) / LCE / LCE int8",
+        (f"latency, best of {LATENCY_ROUNDS} medians: float TFLite (XNNPACK) / LCE / LCE int8",
          f"{float_ms:.3f} / {lce_ms:.3f} / {lce8_ms:.3f} ms"),
         ("LCE speed-up over float TFLite", f"{report['speedup_vs_float']:.2f}x"),
         ("OPS at 28x28 (BOPs/64 + FLOPs)", f"{counts['ops']:.3g}"),
