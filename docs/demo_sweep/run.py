@@ -23,7 +23,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("tag")
 parser.add_argument("--valid-pool", action="store_true")
 parser.add_argument("overrides", nargs="*")
-args = parser.parse_args()
+args = parser.parse_intermixed_args()
 overrides = list(args.overrides)
 if args.valid_pool:
     spec = dataclasses.replace(models.VARIANTS["MeliusNetTiny"], name="MeliusNetTinyValidPool",
