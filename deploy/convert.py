@@ -43,8 +43,8 @@ def convert_model(
     """Converts a Keras model to an LCE flatbuffer (batch size 1).
 
     The model is exported as a SavedModel holding only its inference function (traced once
-    with ``training=False``, :func:`inference_saved_model`) and its variables, then converted with LCE's
-    ``convert_saved_model``. This computes the same graph as
+    with ``training=False``, :func:`inference_saved_model`) and its variables, then
+    converted with LCE's ``convert_saved_model``. This computes the same graph as
     ``larq_compute_engine.convert_keras_model``, which saves the full Keras SavedModel first
     and takes about 6x longer for a MeliusNet (47 s against 7 s for MeliusNetA at 64x64).
 
