@@ -44,7 +44,7 @@ demo: setup
 	$(PY) -m melius_larq.cli demo
 
 bench: setup
-	$(PY) -m deploy.suite --out bench_results
+	$(PY) -m melius_larq.deploy.suite --out bench_results
 
 clean:
 	rm -rf $(VENV) runs bench_results .pytest_cache

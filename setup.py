@@ -1,8 +1,21 @@
-"""Installs melius_larq (library), zoo (training recipes) and deploy (LCE tooling)."""
+"""Installs one package, ``melius_larq``.
+
+The repository keeps the library (``melius_larq/``), the training recipes (``zoo/``) and the
+deployment tools (``deploy/``) in separate top-level folders; they install as
+``melius_larq``, ``melius_larq.zoo`` and ``melius_larq.deploy``.
+"""
 
 from pathlib import Path
 
 from setuptools import find_packages, setup
+
+
+def _packages():
+    """``melius_larq`` and its sub-packages, with ``zoo/`` and ``deploy/`` mapped into it."""
+    packages = find_packages(include=["melius_larq", "melius_larq.*"])
+    for folder in ("zoo", "deploy"):
+        packages += [f"melius_larq.{p}" for p in find_packages(include=[folder, f"{folder}.*"])]
+    return packages
 
 
 def _requirements(name):
@@ -23,9 +36,8 @@ setup(
         else ""
     ),
     long_description_content_type="text/markdown",
-    packages=find_packages(
-        include=["melius_larq", "melius_larq.*", "zoo", "zoo.*", "deploy", "deploy.*"]
-    ),
+    packages=_packages(),
+    package_dir={"melius_larq.zoo": "zoo", "melius_larq.deploy": "deploy"},
     package_data={"melius_larq": ["py.typed"]},
     python_requires=">=3.10,<3.13",
     install_requires=_requirements("requirements.txt"),

@@ -4,8 +4,8 @@ Importing this package does not import Larq Compute Engine; the functions that n
 it when called and raise an ImportError that says how to install it.
 """
 
-from deploy.convert import TARGETS, convert_model, write_atomic
-from deploy.flatbuffer import FlatbufferError, load_flatbuffer, op_inventory
+from melius_larq.deploy.convert import TARGETS, convert_model, write_atomic
+from melius_larq.deploy.flatbuffer import FlatbufferError, load_flatbuffer, op_inventory
 
 __all__ = [
     "TARGETS",

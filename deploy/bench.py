@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deploy.flatbuffer import load_flatbuffer
+from melius_larq.deploy.flatbuffer import load_flatbuffer
 from melius_larq._compat import tf
 
 __all__ = [
@@ -76,7 +76,7 @@ def benchmark_lce(
     Returns:
         ``{threads: timing_stats}``.
     """
-    from deploy.verify import lce_interpreter
+    from melius_larq.deploy.verify import lce_interpreter
 
     buf = load_flatbuffer(buf)
     results = {}
@@ -95,7 +95,7 @@ def benchmark_lce(
 
 def float_tflite(model: tf.keras.Model, input_shape: Sequence[int] | None = None) -> bytes:
     """The plain float TFLite flatbuffer of a Keras model (binary layers as float ops)."""
-    from deploy.convert import inference_saved_model
+    from melius_larq.deploy.convert import inference_saved_model
 
     shape = tuple(input_shape) if input_shape else tuple(model.input_shape[1:])
     spec = tf.TensorSpec((1, *shape), tf.float32, name="input")

@@ -6,7 +6,7 @@ model. The issue's target is at most 60 s on 2 cores.
 
 Usage::
 
-    nice -n 10 .venv/bin/python -m deploy.bench_cbd --out runs/bench_cbd
+    nice -n 10 .venv/bin/python -m melius_larq.deploy.bench_cbd --out runs/bench_cbd
 
 References:
     - [Composite Binary Decomposition Networks](https://arxiv.org/abs/1811.06668),

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import larq as lq
 
-from deploy.bench import benchmark_lce
-from deploy.convert import convert_model
+from melius_larq.deploy.bench import benchmark_lce
+from melius_larq.deploy.convert import convert_model
 from melius_larq._compat import tf
 from melius_larq.accounting import _part, layer_accounting
 

@@ -11,7 +11,7 @@ __all__ = ["add_subcommands"]
 
 def _load_keras(source: str, input_size: int | None, num_classes: int | None):
     """A Keras model from a registry name or a .keras/.h5/SavedModel path."""
-    from deploy.convert import load_keras_model
+    from melius_larq.deploy.convert import load_keras_model
 
     return load_keras_model(source, input_size=input_size, num_classes=num_classes)
 
@@ -20,9 +20,9 @@ def _cmd_demo(args) -> int:
     import numpy as np
 
     import melius_larq
-    from deploy.convert import convert_model, write_atomic
-    from deploy.report import conversion_report, format_report
-    from deploy.verify import verify_flatbuffer
+    from melius_larq.deploy.convert import convert_model, write_atomic
+    from melius_larq.deploy.report import conversion_report, format_report
+    from melius_larq.deploy.verify import verify_flatbuffer
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,15 +45,15 @@ def _cmd_demo(args) -> int:
 
 def _write_json(data: dict, path: str | None) -> None:
     if path:
-        from deploy.convert import write_atomic
+        from melius_larq.deploy.convert import write_atomic
 
         write_atomic((json.dumps(data, indent=2) + "\n").encode(), path)
         print(f"wrote {path}")
 
 
 def _cmd_convert(args) -> int:
-    from deploy.convert import convert_model, write_atomic
-    from deploy.report import conversion_report, format_report
+    from melius_larq.deploy.convert import convert_model, write_atomic
+    from melius_larq.deploy.report import conversion_report, format_report
 
     out_dir = Path(args.output).parent
     if not out_dir.is_dir():
@@ -63,12 +63,12 @@ def _cmd_convert(args) -> int:
         (args.input_size, args.input_size, model.input_shape[-1]) if args.input_size else None
     )
     if args.int8:
-        from deploy.int8 import convert_int8, load_calibration
+        from melius_larq.deploy.int8 import convert_int8, load_calibration
 
         calibration = load_calibration(args.calibration, model, limit=args.calibration_samples)
         buf = convert_int8(model, calibration, target=args.target, int8_io=args.int8_io)
     elif args.int8_weights:
-        from deploy.int8 import convert_int8_weights
+        from melius_larq.deploy.int8 import convert_int8_weights
 
         buf = convert_int8_weights(model, target=args.target)
     else:
@@ -82,7 +82,7 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from deploy.report import conversion_report, format_report
+    from melius_larq.deploy.report import conversion_report, format_report
 
     keras_model = _load_keras(args.keras, None, None) if args.keras else None
     report = conversion_report(args.tflite, keras_model=keras_model, target=args.target)
@@ -99,7 +99,7 @@ def _verification_inputs(args, model):
         rng = np.random.RandomState(args.seed)
         x = rng.uniform(-1, 1, (args.samples, *model.input_shape[1:])).astype(np.float32)
         return x, None
-    from zoo.data import dataset_inputs
+    from melius_larq.zoo.data import dataset_inputs
 
     return dataset_inputs(
         args.data, model.input_shape[1:], limit=args.samples, data_dir=args.data_dir,
@@ -108,7 +108,7 @@ def _verification_inputs(args, model):
 
 
 def _cmd_verify(args) -> int:
-    from deploy.verify import verify_flatbuffer
+    from melius_larq.deploy.verify import verify_flatbuffer
 
     model = _load_keras(args.keras, args.input_size, args.num_classes)
     x, labels = _verification_inputs(args, model)
@@ -125,7 +125,7 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from deploy.bench import (
+    from melius_larq.deploy.bench import (
         benchmark_lce,
         benchmark_tflite_float,
         float_tflite,
@@ -149,7 +149,7 @@ def _cmd_bench(args) -> int:
             float_tflite(model), threads=threads, runs=args.runs, warmup=args.warmup,
             progress=f"{name} float"))  # fmt: skip
     if args.mobilenet:
-        from deploy.flatbuffer import load_flatbuffer
+        from melius_larq.deploy.flatbuffer import load_flatbuffer
         from melius_larq._compat import tf
 
         shape = load_flatbuffer_shape(load_flatbuffer(args.tflite))
@@ -162,7 +162,7 @@ def _cmd_bench(args) -> int:
     print(table)
     _write_json(report, args.json)
     if args.markdown:
-        from deploy.convert import write_atomic
+        from melius_larq.deploy.convert import write_atomic
 
         write_atomic((table + "\n").encode(), args.markdown)
     return 0
@@ -170,7 +170,7 @@ def _cmd_bench(args) -> int:
 
 def load_flatbuffer_shape(buf) -> list[int]:
     """Input (height, width, channels) of a flatbuffer."""
-    from deploy.flatbuffer import read_model
+    from melius_larq.deploy.flatbuffer import read_model
 
     model = read_model(buf)
     sub = model.subgraphs[0]
@@ -178,8 +178,8 @@ def load_flatbuffer_shape(buf) -> list[int]:
 
 
 def _cmd_device_bench(args) -> int:
-    from deploy.bench import format_markdown
-    from deploy.device import run_device_benchmark
+    from melius_larq.deploy.bench import format_markdown
+    from melius_larq.deploy.device import run_device_benchmark
 
     result = run_device_benchmark(
         args.tflite, binary=args.binary, transport=args.transport, host=args.host,

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy._lce import import_lce
+from melius_larq.deploy._lce import import_lce
 from melius_larq._compat import tf
 from melius_larq._io import write_atomic
 

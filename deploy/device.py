@@ -232,7 +232,7 @@ def run_device_benchmark(
         dict with ``transport``, ``device``, ``rows`` (one per model x threads, each the
         parsed output plus ``model``, ``threads``, ``runtime``) and ``commands`` (what ran).
     """
-    from deploy.flatbuffer import load_flatbuffer
+    from melius_larq.deploy.flatbuffer import load_flatbuffer
 
     binary = Path(binary)
     if not binary.is_file():

@@ -383,7 +383,7 @@ def convert_int8(
     Raises:
         ValueError: when no calibration data is given.
     """
-    from deploy.convert import convert_model
+    from melius_larq.deploy.convert import convert_model
 
     if calibration is None or len(calibration) == 0:
         raise ValueError("int8 conversion needs calibration data: pass real, preprocessed inputs.")
@@ -410,14 +410,14 @@ def load_calibration(source: str | None, model: tf.keras.Model, *, limit: int = 
                 f"{tuple(model.input_shape[1:])}."
             )
         return x
-    from zoo.data import dataset_inputs
+    from melius_larq.zoo.data import dataset_inputs
 
     return dataset_inputs(source, model.input_shape[1:], limit=limit)
 
 
 def int8_flatbuffer_summary(buf) -> dict:
     """Which compute ops run in int8: ``{op: {"int8": n, "float32": m}}`` by output type."""
-    from deploy.flatbuffer import operators, read_model
+    from melius_larq.deploy.flatbuffer import operators, read_model
 
     fb = read_model(buf)
     sub = fb.subgraphs[0]
@@ -478,7 +478,7 @@ def store_weights_int8(buf: bytes, *, min_elements: int = 256, skip=()) -> bytes
     Returns:
         The rewritten flatbuffer (the input is not modified).
     """
-    from deploy.flatbuffer import load_flatbuffer
+    from melius_larq.deploy.flatbuffer import load_flatbuffer
     from melius_larq import _tflite
 
     schema = _tflite.schema()
@@ -520,6 +520,6 @@ def store_weights_int8(buf: bytes, *, min_elements: int = 256, skip=()) -> bytes
 def convert_int8_weights(model: tf.keras.Model, *, target: str = "arm") -> bytes:
     """Converts a model with LCE and stores its float weights as int8 (see
     :func:`store_weights_int8`); no calibration data is needed."""
-    from deploy.convert import convert_model
+    from melius_larq.deploy.convert import convert_model
 
     return store_weights_int8(convert_model(model, target=target))

@@ -11,7 +11,7 @@ import re
 
 import larq as lq
 
-from deploy.flatbuffer import LCE_OPS, load_flatbuffer, operators, read_model
+from melius_larq.deploy.flatbuffer import LCE_OPS, load_flatbuffer, operators, read_model
 from melius_larq._compat import tf
 
 __all__ = ["binary_layer_issues", "conversion_report", "format_report"]

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 import melius_larq
-from deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite, machine_info
-from deploy.convert import convert_model, write_atomic
+from melius_larq.deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite, machine_info
+from melius_larq.deploy.convert import convert_model, write_atomic
 from melius_larq._compat import tf
 
 __all__ = ["run_suite"]
@@ -109,7 +109,7 @@ def run_suite(
             floor8 = (fp + counts["binary_params"] / 8) / 2**20
         if name == "melius_larq MeliusNet22":
             # size only: random weights, calibrated on random inputs
-            from deploy.int8 import convert_int8
+            from melius_larq.deploy.int8 import convert_int8
 
             calib = np.random.RandomState(0).uniform(-2, 2, (16, *SHAPE)).astype(np.float32)
             buf8 = convert_int8(model, calib)
@@ -135,7 +135,7 @@ def run_suite(
         )
     result = {"machine": machine_info(), "runs": runs, "rows": rows, "sizes": sizes}
     if breakdown:
-        from deploy.breakdown import binary_conv_rate, latency_breakdown
+        from melius_larq.deploy.breakdown import binary_conv_rate, latency_breakdown
 
         model = randomize_batchnorm(builders["melius_larq MeliusNet22"]())
         result["breakdown"] = latency_breakdown(model, runs=runs, warmup=warmup)
@@ -145,7 +145,7 @@ def run_suite(
         del model
         tf.keras.backend.clear_session()
     if training:
-        from deploy.train_bench import training_throughput
+        from melius_larq.deploy.train_bench import training_throughput
 
         result["training"] = []
         for label, key, precision, jit in TRAINING:
@@ -195,7 +195,7 @@ def format_suite(result: dict) -> str:
         lines.append(f"| {s['model']} | {s['tflite_mib']:.2f} | {fmt(s['int8_tflite_mib'])} | "
                      f"{fmt(s['floor8_mib'])} | {fmt(s['floor_mib'])} | {s['convert_s']:.1f} |")  # fmt: skip
     if "breakdown" in result:
-        from deploy.breakdown import format_breakdown
+        from melius_larq.deploy.breakdown import format_breakdown
 
         lines += ["", format_breakdown(result["breakdown"], result.get("binary_conv_rate"))]
     if "breakdown_unfolded" in result:

@@ -314,7 +314,7 @@ def test_larq_and_melius_summaries_count_bnn_plus_convs_as_binary():
 @pytest.mark.parametrize("sharing", ["channel", "layer"])
 def test_lce_converts_to_bconv_with_alpha_folded(sharing):
     lce = pytest.importorskip("larq_compute_engine")
-    from deploy import convert_model, op_inventory
+    from melius_larq.deploy import convert_model, op_inventory
 
     model = _small_bnn_plus_model(sharing)
     buf = convert_model(model)
@@ -470,7 +470,7 @@ def test_config_can_use_sign_swish_for_the_weights():
 @pytest.mark.large
 def test_registry_bnn_plus_model_converts_like_the_ste_model():
     lce = pytest.importorskip("larq_compute_engine")
-    from deploy import convert_model, op_inventory
+    from melius_larq.deploy import convert_model, op_inventory
 
     kwargs = dict(input_shape=(32, 32, 3), num_classes=10, classifier_activation=None)
     bnn_plus = melius_larq.MeliusNet22(binarization="bnn+", **kwargs)

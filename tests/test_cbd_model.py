@@ -358,7 +358,7 @@ class TestCLI:
 
 @pytest.mark.large
 def test_resnet18_benchmark_runs(tmp_path):
-    from deploy.bench_cbd import run
+    from melius_larq.deploy.bench_cbd import run
 
     result = run(tmp_path)
     assert result["compressed_layers"] == 21

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import melius_larq
-from deploy import convert_model, op_inventory, write_atomic
-from deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite, timing_stats
-from deploy.device import DeviceError, parse_benchmark_output, run_device_benchmark
-from deploy.flatbuffer import FlatbufferError, load_flatbuffer
-from deploy.report import conversion_report
-from deploy.verify import verify_flatbuffer
+from melius_larq.deploy import convert_model, op_inventory, write_atomic
+from melius_larq.deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite, timing_stats
+from melius_larq.deploy.device import DeviceError, parse_benchmark_output, run_device_benchmark
+from melius_larq.deploy.flatbuffer import FlatbufferError, load_flatbuffer
+from melius_larq.deploy.report import conversion_report
+from melius_larq.deploy.verify import verify_flatbuffer
 from melius_larq._compat import tf
 
 pytest.importorskip("larq_compute_engine")
@@ -293,7 +293,7 @@ def test_cli_bad_input_exits_non_zero(tmp_path, capsys):
 def test_lce_not_importable_gives_an_install_hint(monkeypatch, mixed_model):
     import importlib
 
-    from deploy import _lce
+    from melius_larq.deploy import _lce
 
     real = importlib.import_module
 

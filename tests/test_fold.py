@@ -7,9 +7,9 @@ import pytest
 
 import melius_larq
 import melius_larq.fold
-from deploy import convert_model, op_inventory
-from deploy.suite import randomize_batchnorm
-from deploy.verify import run_lce
+from melius_larq.deploy import convert_model, op_inventory
+from melius_larq.deploy.suite import randomize_batchnorm
+from melius_larq.deploy.verify import run_lce
 from melius_larq._compat import tf
 from melius_larq.layers import ChannelShift
 

@@ -4,12 +4,12 @@ import larq as lq
 import numpy as np
 import pytest
 
-from deploy import convert_model, op_inventory
-from deploy.int8 import convert_int8, int8_flatbuffer_summary
-from deploy.report import conversion_report
-from deploy.verify import run_lce
+from melius_larq.deploy import convert_model, op_inventory
+from melius_larq.deploy.int8 import convert_int8, int8_flatbuffer_summary
+from melius_larq.deploy.report import conversion_report
+from melius_larq.deploy.verify import run_lce
 from melius_larq._compat import tf
-from zoo.data import DataError, load_fashion_mnist, preprocess_fashion_mnist
+from melius_larq.zoo.data import DataError, load_fashion_mnist, preprocess_fashion_mnist
 
 pytest.importorskip("larq_compute_engine")
 
@@ -85,7 +85,7 @@ def test_int8_flatbuffer_runs_every_non_binary_layer_in_int8(trained):
 def test_int8_io(trained):
     model, x, x_test = trained
     buf = convert_int8(model, x[:100], int8_io=True)
-    from deploy.verify import lce_interpreter
+    from melius_larq.deploy.verify import lce_interpreter
 
     interp = lce_interpreter(buf)
     assert interp.input_types[0] == np.int8 and interp.output_types[0] == np.int8
@@ -101,7 +101,7 @@ def test_int8_needs_calibration_data(trained):
 def test_prepare_for_int8_keeps_the_function_of_a_meliusnet():
     """BN folding, BN-as-depthwise and the binary-output rescaling change no prediction."""
     import melius_larq
-    from deploy.int8 import prepare_for_int8
+    from melius_larq.deploy.int8 import prepare_for_int8
 
     model = melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), num_classes=10, stem="small",
                                       classifier_activation=None)  # fmt: skip
@@ -124,7 +124,7 @@ WEIGHT_INT8_OUTPUT_RTOL = 2e-2
 
 
 def test_quantize_per_channel_is_within_half_a_step():
-    from deploy.int8 import quantize_per_channel
+    from melius_larq.deploy.int8 import quantize_per_channel
 
     w = np.random.RandomState(0).normal(size=(3, 3, 4, 5)).astype(np.float32)
     w[..., 2] = 0.0
@@ -135,7 +135,7 @@ def test_quantize_per_channel_is_within_half_a_step():
 
 
 def test_weight_only_int8_storage_shrinks_and_keeps_the_function():
-    from deploy.int8 import INT8_WEIGHT_PREFIX, quantize_per_channel, store_weights_int8
+    from melius_larq.deploy.int8 import INT8_WEIGHT_PREFIX, quantize_per_channel, store_weights_int8
     from melius_larq import _tflite
 
     x = tf.keras.Input((12, 12, 3))

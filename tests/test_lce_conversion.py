@@ -5,7 +5,7 @@ import pytest
 from conftest import SMALL_SHAPE, small_model
 
 import melius_larq
-from deploy import convert_model, op_inventory
+from melius_larq.deploy import convert_model, op_inventory
 from melius_larq._compat import tf
 
 lce = pytest.importorskip("larq_compute_engine")

@@ -12,16 +12,16 @@ import pytest
 
 from melius_larq._compat import tf
 from melius_larq.optimizers import RAdam
-from zoo.data import (
+from melius_larq.zoo.data import (
     DataError,
     dataset_inputs,
     load_fashion_mnist,
     preprocess_fashion_mnist,
     read_idx,
 )
-from zoo.pipeline import make_dataset
-from zoo.recipes import RECIPES, apply_overrides, get_recipe
-from zoo.train import NaNLossError, train
+from melius_larq.zoo.pipeline import make_dataset
+from melius_larq.zoo.recipes import RECIPES, apply_overrides, get_recipe
+from melius_larq.zoo.train import NaNLossError, train
 
 # float32 RAdam against a float64 reference over 12 steps: relative error ~1e-6 per step.
 RADAM_RTOL = 1e-5
@@ -188,7 +188,7 @@ class _CrashAfterFirstEpoch(Exception):
 
 def test_train_resume_after_a_crash(tiny_fmnist, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    import zoo.train as train_mod
+    import melius_larq.zoo.train as train_mod
 
     class Crash(tf.keras.callbacks.Callback):
         """Dies as the second epoch starts, after epoch 1's checkpoints were written."""
@@ -293,7 +293,7 @@ def test_bnnplus_recipe_in_mixed_bfloat16_saves_a_float32_model(tiny_fmnist, tmp
 
 
 def test_bnnplus_experiment_reads_finished_runs_and_summarizes(tmp_path):
-    from zoo import bnnplus_experiment as exp
+    from melius_larq.zoo import bnnplus_experiment as exp
 
     runs = tmp_path / "runs"
     for name, accs in (("STE", (0.80, 0.82)), ("BNN+ L2, β trainable", (0.81, 0.85))):
@@ -351,7 +351,7 @@ def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path
 
 
 def test_demo_resumes_only_an_interrupted_run_of_its_recipe(tmp_path, capsys):
-    from zoo.demo import DEMO_RECIPE, prepare_training_dir
+    from melius_larq.zoo.demo import DEMO_RECIPE, prepare_training_dir
 
     recipe = get_recipe(DEMO_RECIPE)
     run = tmp_path / "train"
@@ -372,7 +372,7 @@ def test_demo_resumes_only_an_interrupted_run_of_its_recipe(tmp_path, capsys):
 
 def test_demo_runs_end_to_end_on_a_tiny_dataset(tiny_fmnist, tmp_path):
     """The whole `make demo` path (train, convert, verify, benchmark, report) on 64 images."""
-    from zoo.demo import run_demo
+    from melius_larq.zoo.demo import run_demo
 
     out = tmp_path / "demo"
     report = run_demo(str(out), overrides={"epochs": 1, "batch_size": 32},

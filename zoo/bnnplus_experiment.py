@@ -18,7 +18,7 @@ experiment continues where it stopped (an unfinished run resumes from its last e
 
 Usage::
 
-    .venv/bin/python -m zoo.bnnplus_experiment --out docs/bnnplus_results --epochs 2
+    .venv/bin/python -m melius_larq.zoo.bnnplus_experiment --out docs/bnnplus_results --epochs 2
 
 References:
     - [BNN+: Improved Binary Network Training](https://arxiv.org/abs/1812.11800),
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from melius_larq._compat import tf
 from melius_larq._io import write_atomic
-from zoo.recipes import apply_overrides, get_recipe
+from melius_larq.zoo.recipes import apply_overrides, get_recipe
 
 __all__ = ["CONFIGS", "BASE_RECIPE", "run", "summarize", "markdown"]
 
@@ -172,7 +172,7 @@ def run(
         data_dir: Fashion-MNIST directory (default: the Debian package's).
         verbose: Keras progress output of each run.
     """
-    from zoo.train import train
+    from melius_larq.zoo.train import train
 
     names = list(CONFIGS) if configs is None else list(configs)
     unknown = [n for n in names if n not in CONFIGS]

@@ -13,7 +13,7 @@ The issue's target is a point at <= 5 bits/weight with <= 0.5 percentage points 
 
 Usage::
 
-    nice -n 10 .venv/bin/python -m zoo.cbd_experiment --out docs/cbd_results
+    nice -n 10 .venv/bin/python -m melius_larq.zoo.cbd_experiment --out docs/cbd_results
 
 References:
     - [Composite Binary Decomposition Networks](https://arxiv.org/abs/1811.06668),
@@ -33,7 +33,7 @@ import numpy as np
 from melius_larq._compat import tf
 from melius_larq.cbd import compress_model
 from melius_larq.cbd.storage import write_atomic
-from zoo.data import load_fashion_mnist
+from melius_larq.zoo.data import load_fashion_mnist
 
 __all__ = ["BITS", "BOTTLENECKS", "TARGET_BITS", "TARGET_DROP_PP", "build_cnn", "run"]
 

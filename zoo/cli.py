@@ -8,7 +8,7 @@ __all__ = ["add_subcommands"]
 
 
 def _cmd_recipes(args) -> int:
-    from zoo.recipes import RECIPES
+    from melius_larq.zoo.recipes import RECIPES
 
     for name, r in RECIPES.items():
         print(f"{name:32s} {r.model:18s} {r.dataset:14s} {r.epochs:4d} ep  batch {r.batch_size}")
@@ -16,8 +16,8 @@ def _cmd_recipes(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from zoo.recipes import apply_overrides, get_recipe
-    from zoo.train import resume_recipe, train
+    from melius_larq.zoo.recipes import apply_overrides, get_recipe
+    from melius_larq.zoo.train import resume_recipe, train
 
     recipe = apply_overrides(get_recipe(args.recipe), args.set or [])
     if args.resume:
@@ -29,14 +29,14 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from zoo.train import evaluate
+    from melius_larq.zoo.train import evaluate
 
     print(json.dumps(evaluate(args.model, args.dataset, data_dir=args.data_dir), indent=2))
     return 0
 
 
 def _cmd_demo(args) -> int:
-    from zoo.demo import run_demo
+    from melius_larq.zoo.demo import run_demo
 
     run_demo(args.out, overrides=args.set and dict(kv.split("=", 1) for kv in args.set),
              data_dir=args.data_dir, verbose=args.verbose)  # fmt: skip

@@ -167,7 +167,7 @@ def dataset_inputs(
         images, labels = load_fashion_mnist("test", data_dir)
         x = preprocess_fashion_mnist(images[:limit])
     elif name == "cifar10":
-        from zoo.pipeline import CIFAR_MEAN, CIFAR_STD
+        from melius_larq.zoo.pipeline import CIFAR_MEAN, CIFAR_STD
 
         try:
             import tensorflow_datasets as tfds

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import melius_larq
-from zoo.data import load_fashion_mnist, preprocess_fashion_mnist
-from zoo.recipes import apply_overrides, get_recipe
-from zoo.train import train
+from melius_larq.zoo.data import load_fashion_mnist, preprocess_fashion_mnist
+from melius_larq.zoo.recipes import apply_overrides, get_recipe
+from melius_larq.zoo.train import train
 
 __all__ = ["prepare_training_dir", "run_demo"]
 
@@ -78,11 +78,11 @@ def prepare_training_dir(train_dir: Path, recipe) -> bool:
 
 def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: int = 1) -> dict:
     """Runs the whole job and returns the summary report (also written to ``out``)."""
-    from deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite
-    from deploy.convert import convert_model, write_atomic
-    from deploy.int8 import convert_int8
-    from deploy.report import conversion_report
-    from deploy.verify import verify_flatbuffer
+    from melius_larq.deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite
+    from melius_larq.deploy.convert import convert_model, write_atomic
+    from melius_larq.deploy.int8 import convert_int8
+    from melius_larq.deploy.report import conversion_report
+    from melius_larq.deploy.verify import verify_flatbuffer
 
     out = Path(out)
     recipe = apply_overrides(get_recipe(DEMO_RECIPE), overrides or {})

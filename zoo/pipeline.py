@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from melius_larq._compat import tf
-from zoo.data import DataError, load_fashion_mnist, preprocess_fashion_mnist
+from melius_larq.zoo.data import DataError, load_fashion_mnist, preprocess_fashion_mnist
 
 __all__ = ["DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "make_dataset", "num_classes"]
 

@@ -15,8 +15,8 @@ import melius_larq
 from melius_larq._compat import tf
 from melius_larq.optimizers import RAdam
 from melius_larq.precision import precision_policy
-from zoo.pipeline import make_dataset, num_classes
-from zoo.recipes import Recipe, apply_overrides
+from melius_larq.zoo.pipeline import make_dataset, num_classes
+from melius_larq.zoo.recipes import Recipe, apply_overrides
 
 __all__ = ["NaNLossError", "evaluate", "make_strategy", "resume_recipe", "train"]
 

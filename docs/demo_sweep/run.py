@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from melius_larq import models, registry
-from zoo.recipes import apply_overrides, get_recipe
-from zoo.train import train
+from melius_larq.zoo.recipes import apply_overrides, get_recipe
+from melius_larq.zoo.train import train
 
 parser = argparse.ArgumentParser()
 parser.add_argument("tag")

@@ -1,7 +1,0 @@
-"""``python -m deploy ...`` is the same command line as ``melius-larq``."""
-
-import sys
-
-from melius_larq.cli import main
-
-sys.exit(main())
