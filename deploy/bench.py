@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from melius_larq.deploy.flatbuffer import load_flatbuffer
 from melius_larq._compat import tf
+from melius_larq.deploy.flatbuffer import load_flatbuffer
 
 __all__ = [
     "benchmark_lce",

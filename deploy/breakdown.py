@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 import larq as lq
 
-from melius_larq.deploy.bench import benchmark_lce
-from melius_larq.deploy.convert import convert_model
 from melius_larq._compat import tf
 from melius_larq.accounting import _part, layer_accounting
+from melius_larq.deploy.bench import benchmark_lce
+from melius_larq.deploy.convert import convert_model
 
 __all__ = [
     "binary_conv_rate",

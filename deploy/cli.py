@@ -149,8 +149,8 @@ def _cmd_bench(args) -> int:
             float_tflite(model), threads=threads, runs=args.runs, warmup=args.warmup,
             progress=f"{name} float"))  # fmt: skip
     if args.mobilenet:
-        from melius_larq.deploy.flatbuffer import load_flatbuffer
         from melius_larq._compat import tf
+        from melius_larq.deploy.flatbuffer import load_flatbuffer
 
         shape = load_flatbuffer_shape(load_flatbuffer(args.tflite))
         mobilenet = tf.keras.applications.MobileNet(weights=None, input_shape=tuple(shape))

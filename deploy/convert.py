@@ -7,9 +7,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from melius_larq.deploy._lce import import_lce
 from melius_larq._compat import tf
 from melius_larq._io import write_atomic
+from melius_larq.deploy._lce import import_lce
 
 __all__ = ["TARGETS", "convert_model", "inference_saved_model", "load_keras_model", "write_atomic"]
 

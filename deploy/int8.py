@@ -478,8 +478,8 @@ def store_weights_int8(buf: bytes, *, min_elements: int = 256, skip=()) -> bytes
     Returns:
         The rewritten flatbuffer (the input is not modified).
     """
-    from melius_larq.deploy.flatbuffer import load_flatbuffer
     from melius_larq import _tflite
+    from melius_larq.deploy.flatbuffer import load_flatbuffer
 
     schema = _tflite.schema()
     tree = _tflite.read_model(load_flatbuffer(buf))

@@ -11,8 +11,8 @@ import re
 
 import larq as lq
 
-from melius_larq.deploy.flatbuffer import LCE_OPS, load_flatbuffer, operators, read_model
 from melius_larq._compat import tf
+from melius_larq.deploy.flatbuffer import LCE_OPS, load_flatbuffer, operators, read_model
 
 __all__ = ["binary_layer_issues", "conversion_report", "format_report"]
 

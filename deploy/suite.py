@@ -24,9 +24,14 @@ from pathlib import Path
 import numpy as np
 
 import melius_larq
-from melius_larq.deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite, machine_info
-from melius_larq.deploy.convert import convert_model, write_atomic
 from melius_larq._compat import tf
+from melius_larq.deploy.bench import (
+    benchmark_lce,
+    benchmark_tflite_float,
+    float_tflite,
+    machine_info,
+)
+from melius_larq.deploy.convert import convert_model, write_atomic
 
 __all__ = ["run_suite"]
 

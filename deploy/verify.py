@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from melius_larq._compat import tf
 from melius_larq.deploy._lce import import_lce
 from melius_larq.deploy.flatbuffer import load_flatbuffer
-from melius_larq._compat import tf
 
 __all__ = ["DEFAULT_MIN_AGREEMENT", "lce_interpreter", "run_lce", "verify_flatbuffer"]
 

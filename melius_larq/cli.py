@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=_cmd_summary)
 
-    from melius_larq.deploy import cli as deploy_cli
     from melius_larq.cbd import cli as cbd_cli
+    from melius_larq.deploy import cli as deploy_cli
     from melius_larq.zoo import cli as zoo_cli
 
     deploy_cli.add_subcommands(sub)

@@ -3,10 +3,15 @@
 import pytest
 
 import melius_larq
-from melius_larq.deploy.breakdown import binary_conv_rate, format_breakdown, latency_breakdown, parts_of
+from melius_larq._compat import tf
+from melius_larq.deploy.breakdown import (
+    binary_conv_rate,
+    format_breakdown,
+    latency_breakdown,
+    parts_of,
+)
 from melius_larq.deploy.suite import format_suite, randomize_batchnorm
 from melius_larq.deploy.train_bench import training_throughput
-from melius_larq._compat import tf
 
 pytest.importorskip("larq_compute_engine")
 

@@ -11,13 +11,18 @@ import numpy as np
 import pytest
 
 import melius_larq
+from melius_larq._compat import tf
 from melius_larq.deploy import convert_model, op_inventory, write_atomic
-from melius_larq.deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite, timing_stats
+from melius_larq.deploy.bench import (
+    benchmark_lce,
+    benchmark_tflite_float,
+    float_tflite,
+    timing_stats,
+)
 from melius_larq.deploy.device import DeviceError, parse_benchmark_output, run_device_benchmark
 from melius_larq.deploy.flatbuffer import FlatbufferError, load_flatbuffer
 from melius_larq.deploy.report import conversion_report
 from melius_larq.deploy.verify import verify_flatbuffer
-from melius_larq._compat import tf
 
 pytest.importorskip("larq_compute_engine")
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,10 +7,10 @@ import pytest
 
 import melius_larq
 import melius_larq.fold
+from melius_larq._compat import tf
 from melius_larq.deploy import convert_model, op_inventory
 from melius_larq.deploy.suite import randomize_batchnorm
 from melius_larq.deploy.verify import run_lce
-from melius_larq._compat import tf
 from melius_larq.layers import ChannelShift
 
 # The fold changes a * x + b into x + b / a: the same sign except within float rounding of 0,

@@ -4,11 +4,11 @@ import larq as lq
 import numpy as np
 import pytest
 
+from melius_larq._compat import tf
 from melius_larq.deploy import convert_model, op_inventory
 from melius_larq.deploy.int8 import convert_int8, int8_flatbuffer_summary
 from melius_larq.deploy.report import conversion_report
 from melius_larq.deploy.verify import run_lce
-from melius_larq._compat import tf
 from melius_larq.zoo.data import DataError, load_fashion_mnist, preprocess_fashion_mnist
 
 pytest.importorskip("larq_compute_engine")
@@ -135,8 +135,8 @@ def test_quantize_per_channel_is_within_half_a_step():
 
 
 def test_weight_only_int8_storage_shrinks_and_keeps_the_function():
-    from melius_larq.deploy.int8 import INT8_WEIGHT_PREFIX, quantize_per_channel, store_weights_int8
     from melius_larq import _tflite
+    from melius_larq.deploy.int8 import INT8_WEIGHT_PREFIX, quantize_per_channel, store_weights_int8
 
     x = tf.keras.Input((12, 12, 3))
     y = tf.keras.layers.Conv2D(64, 3, name="conv")(x)

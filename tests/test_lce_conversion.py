@@ -5,8 +5,8 @@ import pytest
 from conftest import SMALL_SHAPE, small_model
 
 import melius_larq
-from melius_larq.deploy import convert_model, op_inventory
 from melius_larq._compat import tf
+from melius_larq.deploy import convert_model, op_inventory
 
 lce = pytest.importorskip("larq_compute_engine")
 
