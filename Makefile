@@ -41,7 +41,7 @@ test: setup lint
 	$(PY) -m pytest -n 2 -q --durations=10 $(addprefix --ignore=,$(MODEL_TESTS))
 
 demo: setup
-	$(PY) -m melius_larq.cli demo
+	$(PY) -m melius_larq demo
 
 bench: setup
 	$(PY) -m melius_larq.deploy.suite --out bench_results

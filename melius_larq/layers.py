@@ -63,9 +63,9 @@ class GroupConv2D(tf.keras.layers.Conv2D):
 
     Same weights, arguments and outputs as ``tf.keras.layers.Conv2D(groups=g)``, but the
     graph it exports is ``SPLIT``, ``g`` plain ``CONV_2D`` and ``CONCATENATION``: TFLite's
-    ``CONV_2D`` kernel runs a grouped filter through a slow generic path (measured in the LCE
-    interpreter on x86: a 3x3, 32->64, 8-group conv at 112x112 takes 47 ms natively and 9 ms
-    split), while each per-group conv gets the optimized kernel.
+    ``CONV_2D`` kernel runs a grouped filter through a slow generic path (about 5x slower in
+    the LCE interpreter; ``docs/benchmarks.md``), while each per-group conv gets the optimized
+    kernel.
     """
 
     def convolution_op(self, inputs, kernel):

@@ -52,7 +52,7 @@ STEMS = ("grouped", "imagenet", "thumbnail", "small")
 
 @dataclasses.dataclass(frozen=True)
 class VariantSpec:
-    """The numbers of one network variant (spec ``meliusnet.md`` section 1.4).
+    """The numbers of one network variant (Bethge et al. 2020, Table 1 and the authors' BMXNet-v2 code).
 
     Attributes:
         name: public name, also the builder's name.
@@ -166,7 +166,7 @@ def _initializer(preset: Preset):
 class _StarvedWeightFilter(logging.Filter):
     """Drops larq's warning about binary kernels without a constraint.
 
-    The authors train the latent weights with a plain identity STE and no clip (spec 1.6), so
+    The authors train the latent weights with a plain identity STE and no clip (BMXNet-v2), so
     the presets ``"lce"`` and ``"reference"`` make that choice deliberately and larq would
     warn once per binary layer, at every build and every ``load_model``. The filter is
     installed once, on larq's ``larq.layers_base`` logger, and drops only that message.

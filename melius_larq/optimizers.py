@@ -4,7 +4,7 @@ References:
     - [On the Variance of the Adaptive Learning Rate and Beyond](https://arxiv.org/abs/1908.03265),
       Liu et al. 2019 (RAdam).
     - MeliusNet trains with RAdam, beta_1 = 0.95, epsilon = 1e-5 and a variance-rectification
-      threshold of 5 (BMXNet-v2 ``optimizer/contrib.py``; spec meliusnet.md section 3).
+      threshold of 5 (the authors' BMXNet-v2 training code).
 """
 
 from __future__ import annotations

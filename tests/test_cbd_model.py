@@ -3,9 +3,6 @@
 import json
 import math
 import os
-import re
-import subprocess
-import sys
 
 import larq as lq
 import numpy as np
@@ -22,7 +19,6 @@ from melius_larq.cbd import (
     unmatricize,
     verify_tflite,
 )
-from melius_larq.cbd.cli import main as cli_main
 from melius_larq.cbd.storage import HEADER_BYTES
 from melius_larq.cbd.tflite import OUTPUT_RTOL, tflite_layout
 
@@ -296,64 +292,6 @@ class TestTFLite:
         new_model, report = compress_model(model, bits=8, bottleneck=0.2, layers=["fc2"])
         with pytest.raises(ValueError, match="J <= 7.*J=8"):
             export_tflite(new_model, report)
-
-
-class TestCLI:
-    def test_compress_command(self, tmp_path, capsys):
-        source = tmp_path / "in.keras"
-        small_model().save(source)
-        out = tmp_path / "out.keras"
-        code = cli_main(["compress", str(source), "--bits", "5", "--bottleneck", "0.2", "-o", str(out),
-                         "--store", str(tmp_path / "out.cbd"), "--json", str(tmp_path / "r.json")])  # fmt: skip
-        assert code == 0
-        printed = capsys.readouterr().out
-        assert "CBD with J=5, bottleneck=0.2" in printed and "| fc2 |" in printed
-        report = json.loads((tmp_path / "r.json").read_text())
-        assert report["bits"] == 5 and len(report["layers"]) == 5
-        reloaded = tf.keras.models.load_model(out, compile=False)
-        stored = load_cbd(tmp_path / "out.cbd").kernels()
-        np.testing.assert_array_equal(reloaded.get_layer("fc1").kernel.numpy(), stored["fc1"])
-        assert sorted(p.name for p in tmp_path.iterdir()) == [
-            "in.keras",
-            "out.cbd",
-            "out.keras",
-            "r.json",
-        ]
-
-    @pytest.mark.parametrize(
-        "args,message",
-        [
-            (["--bits", "9", "--bottleneck", "0.2"], "`bits`.*but got 9"),
-            (["--bits", "4", "--bottleneck", "2"], "`bottleneck`.*but got 2.0"),
-        ],
-    )
-    def test_bad_arguments(self, tmp_path, capsys, args, message):
-        source = tmp_path / "in.keras"
-        small_model().save(source)
-        code = cli_main(["compress", str(source), *args, "-o", str(tmp_path / "o.keras")])
-        assert code == 2
-        assert re.search(message, capsys.readouterr().err)
-        assert not (tmp_path / "o.keras").exists()
-
-    def test_missing_model(self, tmp_path, capsys):
-        code = cli_main(["compress", str(tmp_path / "nope.keras"), "-j", "4", "--bottleneck", "0.1",
-                         "-o", str(tmp_path / "o.keras")])  # fmt: skip
-        assert code == 2
-        assert "does not exist" in capsys.readouterr().err
-
-    @pytest.mark.large
-    def test_python_dash_m_with_tflite(self, tmp_path):
-        source = tmp_path / "in.keras"
-        small_model().save(source)
-        result = subprocess.run(
-            [sys.executable, "-m", "melius_larq.cbd", "compress", str(source), "--bits", "6",
-             "--bottleneck", "0.2", "-o", str(tmp_path / "o.keras"),
-             "--tflite", str(tmp_path / "o.tflite")],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        assert "int8 kernels" in result.stdout
-        assert (tmp_path / "o.tflite").stat().st_size > 0
 
 
 @pytest.mark.large

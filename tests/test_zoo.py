@@ -351,7 +351,7 @@ def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path
 
 
 def test_demo_resumes_only_an_interrupted_run_of_its_recipe(tmp_path, capsys):
-    from melius_larq.zoo.demo import DEMO_RECIPE, prepare_training_dir
+    from melius_larq.cli.demo import DEMO_RECIPE, prepare_training_dir
 
     recipe = get_recipe(DEMO_RECIPE)
     run = tmp_path / "train"
@@ -372,7 +372,7 @@ def test_demo_resumes_only_an_interrupted_run_of_its_recipe(tmp_path, capsys):
 
 def test_demo_runs_end_to_end_on_a_tiny_dataset(tiny_fmnist, tmp_path):
     """The whole `make demo` path (train, convert, verify, benchmark, report) on 64 images."""
-    from melius_larq.zoo.demo import run_demo
+    from melius_larq.cli.demo import run_demo
 
     out = tmp_path / "demo"
     report = run_demo(str(out), overrides={"epochs": 1, "batch_size": 32},

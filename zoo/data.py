@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "INPUT_DATASETS",
     "DEBIAN_FASHION_MNIST",
     "DataError",
     "fashion_mnist_files",
@@ -33,6 +34,10 @@ HOW_TO_GET = (
     "--data-dir pointing at the four IDX files (train/t10k images/labels, .gz or not), or "
     "let tensorflow-datasets download 'fashion_mnist' on a machine that is online."
 )
+
+
+# Datasets whose preprocessed test images ``dataset_inputs`` returns (verification, calibration).
+INPUT_DATASETS = ("fashion_mnist", "cifar10")
 
 
 class DataError(ValueError):
@@ -184,9 +189,7 @@ def dataset_inputs(
             np.float32
         )
     else:
-        raise DataError(
-            f"Unknown dataset {name!r}; expected 'random', 'fashion_mnist' or 'cifar10'."
-        )
+        raise DataError(f"Unknown dataset {name!r}; expected one of: {', '.join(INPUT_DATASETS)}.")
     if tuple(input_shape) != x.shape[1:]:
         raise DataError(
             f"The model expects inputs of shape {tuple(input_shape)}, but {name} images have "

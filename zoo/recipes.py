@@ -1,6 +1,6 @@
 """Training recipes as plain data: one per model x dataset.
 
-The ImageNet recipes are the authors' (spec meliusnet.md section 3): RAdam (beta_1 0.95,
+The ImageNet recipes are the authors' (Bethge et al. 2020 and their BMXNet-v2 code): RAdam (beta_1 0.95,
 epsilon 1e-5), learning rate 0.002 with a per-step cosine decay to 0 and no warm-up, 120
 epochs, total batch 64, no weight decay, He-normal initialisation (the ``lce`` preset), plain
 cross-entropy. MeliusNet59: lr 0.003, 150 epochs, batch 96; 42: batch 64; C: batch 128;

@@ -1,8 +1,10 @@
-"""Sub-commands of ``melius-larq`` for training: train, eval, recipes."""
+"""``recipes``, ``train``, ``eval`` and ``demo``: training recipes and the Fashion-MNIST job."""
 
 from __future__ import annotations
 
 import json
+
+from melius_larq.cli._args import non_negative_int
 
 __all__ = ["add_subcommands"]
 
@@ -36,7 +38,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from melius_larq.zoo.demo import run_demo
+    from melius_larq.cli.demo import run_demo
 
     run_demo(args.out, overrides=args.set and dict(kv.split("=", 1) for kv in args.set),
              data_dir=args.data_dir, verbose=args.verbose)  # fmt: skip
@@ -44,28 +46,37 @@ def _cmd_demo(args) -> int:
 
 
 def add_subcommands(sub) -> None:
+    """Adds the training sub-commands to an argparse sub-parser collection."""
+    from melius_larq.zoo.pipeline import DATASETS
+    from melius_larq.zoo.recipes import RECIPES
+    from melius_larq.zoo.train import STRATEGIES
+
     p = sub.add_parser("demo", help="train a MeliusNet on Fashion-MNIST and deploy it with LCE")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     p.add_argument("--data-dir")
-    p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("--verbose", type=non_negative_int, default=1)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("recipes", help="list the training recipes")
     p.set_defaults(func=_cmd_recipes)
 
     p = sub.add_parser("train", help="train a recipe (checkpoints, resume, TensorBoard)")
-    p.add_argument("recipe", help="recipe name (see `recipes`)")
+    p.add_argument(
+        "recipe", choices=list(RECIPES), metavar="RECIPE", help="recipe name (see `recipes`)"
+    )
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=3")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multi-worker"])
+    p.add_argument("--strategy", default="default", choices=list(STRATEGIES))
     p.add_argument("--data-dir", help="dataset directory (Fashion-MNIST IDX files, TFDS data)")
-    p.add_argument("--verbose", type=int, default=1, help="Keras progress bar (1) or none (0)")
+    p.add_argument(
+        "--verbose", type=non_negative_int, default=1, help="Keras progress bar (1) or none (0)"
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="test accuracy of a saved .keras model")
     p.add_argument("model")
-    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--dataset", default="fashion_mnist", choices=list(DATASETS))
     p.add_argument("--data-dir")
     p.set_defaults(func=_cmd_eval)

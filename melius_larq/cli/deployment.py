@@ -1,10 +1,18 @@
-"""Sub-commands of ``melius-larq`` for deployment: convert, report, verify, bench, demo."""
+"""``convert``, ``report``, ``verify``, ``bench``, ``device-bench``: deployment with LCE."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+from melius_larq.cli._args import (
+    fraction,
+    int_list,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 __all__ = ["add_subcommands"]
 
@@ -16,31 +24,39 @@ def _load_keras(source: str, input_size: int | None, num_classes: int | None):
     return load_keras_model(source, input_size=input_size, num_classes=num_classes)
 
 
-def _cmd_demo(args) -> int:
+def load_calibration(source: str | None, model, *, limit: int = 500):
+    """Calibration inputs for int8 conversion from a dataset name or a ``.npy`` file.
+
+    Args:
+        source: ``fashion_mnist``, ``cifar10`` or the path of a ``.npy`` file of inputs
+            preprocessed as the model expects them.
+        model: the Keras model; its input shape is checked against the data.
+        limit: at most this many inputs.
+
+    Raises:
+        ValueError: no source, a missing file, or inputs whose shape the model does not take.
+    """
+    import os
+
     import numpy as np
 
-    import melius_larq
-    from melius_larq.deploy.convert import convert_model, write_atomic
-    from melius_larq.deploy.report import conversion_report, format_report
-    from melius_larq.deploy.verify import verify_flatbuffer
+    if not source:
+        raise ValueError(
+            "--int8 needs calibration data: --calibration fashion_mnist|cifar10|inputs.npy"
+        )
+    if source.endswith(".npy"):
+        if not os.path.isfile(source):
+            raise ValueError(f"Calibration file {source!r} does not exist.")
+        x = np.load(source)[:limit].astype(np.float32)
+        if x.shape[1:] != tuple(model.input_shape[1:]):
+            raise ValueError(
+                f"Calibration inputs have shape {x.shape[1:]}, the model expects "
+                f"{tuple(model.input_shape[1:])}."
+            )
+        return x
+    from melius_larq.zoo.data import dataset_inputs
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = melius_larq.create_model(args.model, input_shape=(args.input_size,) * 2 + (3,))
-    print(f"== {args.model}: accounting at {args.input_size}x{args.input_size} ==")
-    melius_larq.summary(model)
-    print("\n== LCE conversion ==")
-    buf = convert_model(model)
-    path = write_atomic(buf, out / f"{args.model.lower()}.tflite")
-    report = conversion_report(buf, keras_model=model)
-    print(format_report(report))
-    print(f"wrote {path}")
-    print("\n== Keras vs LCE on random inputs ==")
-    rng = np.random.RandomState(0)
-    x = rng.uniform(-1, 1, (args.samples, *model.input_shape[1:])).astype(np.float32)
-    result = verify_flatbuffer(buf, model, x)
-    print(json.dumps(result, indent=2))
-    return 0 if result["passed"] else 1
+    return dataset_inputs(source, model.input_shape[1:], limit=limit)
 
 
 def _write_json(data: dict, path: str | None) -> None:
@@ -63,7 +79,7 @@ def _cmd_convert(args) -> int:
         (args.input_size, args.input_size, model.input_shape[-1]) if args.input_size else None
     )
     if args.int8:
-        from melius_larq.deploy.int8 import convert_int8, load_calibration
+        from melius_larq.deploy.int8 import convert_int8
 
         calibration = load_calibration(args.calibration, model, limit=args.calibration_samples)
         buf = convert_int8(model, calibration, target=args.target, int8_io=args.int8_io)
@@ -133,7 +149,7 @@ def _cmd_bench(args) -> int:
         machine_info,
     )
 
-    threads = [int(t) for t in args.threads.split(",")]
+    threads = args.threads
     rows = []
 
     def add(name, runtime, results):
@@ -183,7 +199,7 @@ def _cmd_device_bench(args) -> int:
 
     result = run_device_benchmark(
         args.tflite, binary=args.binary, transport=args.transport, host=args.host,
-        serial=args.serial, threads=[int(t) for t in args.threads.split(",")],
+        serial=args.serial, threads=args.threads,
         num_runs=args.runs, warmup_runs=args.warmup, op_profiling=not args.no_profile,
         adb=args.adb, ssh=args.ssh, scp=args.scp,
     )  # fmt: skip
@@ -202,52 +218,63 @@ def _cmd_device_bench(args) -> int:
 
 def add_subcommands(sub) -> None:
     """Adds the deployment sub-commands to an argparse sub-parser collection."""
+    from melius_larq.deploy.convert import TARGETS
+    from melius_larq.zoo.data import INPUT_DATASETS
+
     p = sub.add_parser("convert", help="convert a Keras model to an LCE flatbuffer")
     p.add_argument("model", help="registry name, .keras/.h5 file or SavedModel directory")
     p.add_argument("-o", "--output", required=True, help="output .tflite path")
-    p.add_argument("--target", default="arm", choices=["arm", "xcore"])
-    p.add_argument("--input-size", type=int, help="input height/width (registry models: 224)")
-    p.add_argument("--num-classes", type=int, help="classes of a registry model (1000)")
+    p.add_argument("--target", default="arm", choices=list(TARGETS))
+    p.add_argument(
+        "--input-size", type=positive_int, help="input height/width (registry models: 224)"
+    )
+    p.add_argument("--num-classes", type=positive_int, help="classes of a registry model (1000)")
     p.add_argument(
         "--int8", action="store_true", help="int8 non-binary layers (needs --calibration)"
     )
     p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors too")
     p.add_argument("--int8-weights", action="store_true",
                    help="store float weights as int8 + DEQUANTIZE, compute in float (no calibration)")  # fmt: skip
-    p.add_argument("--calibration", help="calibration data: fashion_mnist, cifar10 or a .npy file")
-    p.add_argument("--calibration-samples", type=int, default=500)
+    p.add_argument(
+        "--calibration",
+        help="calibration data: a dataset name (fashion_mnist, cifar10) or a .npy file of preprocessed inputs",
+    )
+    p.add_argument("--calibration-samples", type=positive_int, default=500)
     p.add_argument("--json", help="also write the conversion report as JSON")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("report", help="op inventory and sizes of a flatbuffer")
     p.add_argument("tflite")
     p.add_argument("--keras", help="the Keras model it came from (lists layers that stayed float)")
-    p.add_argument("--target", default="arm", choices=["arm", "xcore"])
+    p.add_argument("--target", default="arm", choices=list(TARGETS))
     p.add_argument("--json", help="write the report as JSON")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("verify", help="compare the LCE interpreter with Keras")
     p.add_argument("tflite")
     p.add_argument("--keras", required=True, help="registry name or model path")
-    p.add_argument("--input-size", type=int)
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--data", default="random", help="random, fashion_mnist or cifar10")
+    p.add_argument("--input-size", type=positive_int)
+    p.add_argument("--num-classes", type=positive_int)
+    p.add_argument("--data", default="random", choices=["random", *INPUT_DATASETS],
+                   help="random inputs or a dataset's test images")  # fmt: skip
     p.add_argument("--data-dir", help="directory with the dataset files")
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-agreement", type=float, default=0.999, help="top-1 agreement to pass")
-    p.add_argument("--max-abs-diff", type=float, help="also fail above this output difference")
+    p.add_argument("--samples", type=positive_int, default=100)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--min-agreement", type=fraction, default=0.999, help="top-1 agreement to pass")
+    p.add_argument(
+        "--max-abs-diff", type=positive_float, help="also fail above this output difference"
+    )
     p.add_argument("--json")
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("bench", help="host latency of a flatbuffer (LCE interpreter)")
     p.add_argument("tflite")
-    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int_list, default="1,2", help="comma-separated thread counts")
+    p.add_argument("--runs", type=positive_int, default=20)
+    p.add_argument("--warmup", type=non_negative_int, default=3)
     p.add_argument("--keras", help="also time the float TFLite of this Keras model")
-    p.add_argument("--input-size", type=int)
-    p.add_argument("--num-classes", type=int)
+    p.add_argument("--input-size", type=positive_int)
+    p.add_argument("--num-classes", type=positive_int)
     p.add_argument("--mobilenet", action="store_true", help="also time float MobileNet-v1 1.0")
     p.add_argument("--json")
     p.add_argument("--markdown")
@@ -259,19 +286,12 @@ def add_subcommands(sub) -> None:
     p.add_argument("--transport", default="adb", choices=["adb", "ssh"])
     p.add_argument("--host", help="ssh destination user@board")
     p.add_argument("--serial", help="adb device serial")
-    p.add_argument("--threads", default="1,4")
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int_list, default="1,4", help="comma-separated thread counts")
+    p.add_argument("--runs", type=positive_int, default=50)
+    p.add_argument("--warmup", type=non_negative_int, default=5)
     p.add_argument("--no-profile", action="store_true", help="skip --enable_op_profiling")
     p.add_argument("--adb", default="adb")
     p.add_argument("--ssh", default="ssh")
     p.add_argument("--scp", default="scp")
     p.add_argument("--json")
     p.set_defaults(func=_cmd_device_bench)
-
-    p = sub.add_parser("deploy-demo", help="build, account, convert and verify a model")
-    p.add_argument("--model", default="MeliusNet22")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--samples", type=int, default=8, help="random inputs to verify on")
-    p.add_argument("--out", default="runs/deploy-demo", help="output directory")
-    p.set_defaults(func=_cmd_demo)

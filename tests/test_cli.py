@@ -1,0 +1,251 @@
+"""The one command line: every verb, its usage errors, its choices and the exit codes."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import melius_larq
+from melius_larq._compat import tf
+from melius_larq.cli import build_parser, main
+
+
+def _run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def _subparser(name):
+    parser = build_parser()
+    action = next(
+        a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0]))
+    )
+    return action.choices[name]
+
+
+def _choices(verb, dest):
+    action = next(a for a in _subparser(verb)._actions if a.dest == dest)
+    return list(action.choices)
+
+
+def test_choices_come_from_the_package_tables():
+    from melius_larq.deploy.convert import TARGETS
+    from melius_larq.models import PRESETS, STEMS
+    from melius_larq.zoo.data import INPUT_DATASETS
+    from melius_larq.zoo.pipeline import DATASETS
+    from melius_larq.zoo.recipes import RECIPES
+    from melius_larq.zoo.train import STRATEGIES
+
+    assert _choices("summary", "stem") == list(STEMS)
+    assert "small" in _choices("summary", "stem")
+    assert _choices("summary", "preset") == list(PRESETS)
+    assert _choices("convert", "target") == list(TARGETS)
+    assert _choices("report", "target") == list(TARGETS)
+    assert _choices("verify", "data") == ["random", *INPUT_DATASETS]
+    assert _choices("train", "recipe") == list(RECIPES)
+    assert _choices("train", "strategy") == list(STRATEGIES)
+    assert _choices("eval", "dataset") == list(DATASETS)
+
+
+def test_one_parser_has_every_verb():
+    parser = build_parser()
+    verbs = set(parser._subparsers._group_actions[0].choices)
+    assert verbs == {
+        "list", "summary", "convert", "report", "verify", "bench", "device-bench",
+        "recipes", "train", "eval", "demo", "compress",
+    }  # fmt: skip
+
+
+def test_list(capsys):
+    assert _run("list") == 0
+    assert capsys.readouterr().out.split() == melius_larq.list_models()
+    assert _run("list", "BinaryDense*") == 0
+    assert capsys.readouterr().out.split() == [
+        "BinaryDenseNet28",
+        "BinaryDenseNet37",
+        "BinaryDenseNet45",
+    ]
+
+
+def test_summary_json_matches_the_library(capsys):
+    assert _run("summary", "MeliusNetTiny", "--stem", "small", "--input-size", 28, "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    model = melius_larq.create_model("MeliusNetTiny", stem="small", input_shape=(28, 28, 3))
+    expected = melius_larq.summary(model, print_fn=None)
+    assert printed["total_params"] == expected["total_params"] > 0
+    assert printed["binary_params"] == expected["binary_params"] > 0
+    assert printed["bops"] == expected["bops"]
+
+
+def test_recipes(capsys):
+    from melius_larq.zoo.recipes import RECIPES
+
+    assert _run("recipes") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(RECIPES)
+
+
+@pytest.fixture(scope="module")
+def tiny_flatbuffer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "tiny.tflite"
+    assert (
+        _run("convert", "MeliusNetTiny", "-o", path, "--input-size", 28, "--num-classes", 10) == 0
+    )
+    return path
+
+
+def test_bench(tiny_flatbuffer, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert _run("bench", tiny_flatbuffer, "--threads", "1", "--runs", 2, "--warmup", 0,
+                "--json", out, "--markdown", tmp_path / "b.md") == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    assert [r["threads"] for r in report["rows"]] == [1]
+    assert report["rows"][0]["median_ms"] > 0
+    assert "tiny" in (tmp_path / "b.md").read_text()
+
+
+def test_eval_of_a_saved_model(tmp_path, capsys):
+    pytest.importorskip("melius_larq.zoo.data")
+    from melius_larq.zoo.data import DataError, load_fashion_mnist
+
+    try:
+        load_fashion_mnist("test")
+    except DataError as err:
+        pytest.skip(f"Fashion-MNIST is not installed: {err}")
+    # a model that always answers class 3 has accuracy = the share of class 3 (10 %)
+    inputs = tf.keras.Input((28, 28, 1))
+    outputs = tf.keras.layers.Dense(10, kernel_initializer="zeros", bias_initializer=tf.keras
+                                    .initializers.Constant(np.eye(10)[3]))(tf.keras.layers.Flatten()(inputs))  # fmt: skip
+    tf.keras.Model(inputs, outputs).save(tmp_path / "m.keras")
+    assert _run("eval", tmp_path / "m.keras") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == {"test_accuracy": pytest.approx(0.1), "samples": 10_000}
+
+
+def test_interrupt_exits_130(monkeypatch, capsys):
+    from melius_larq.cli import models
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models, "_cmd_list", interrupted)
+    assert _run("list") == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert _run("--help") == 0
+    assert "compress" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        ([], "required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["list", "a", "b"], "unrecognized arguments: b"),
+        (["summary"], "required: model"),
+        (["summary", "MeliusNet22", "--stem", "huge"], "invalid choice: 'huge'"),
+        (["summary", "MeliusNet22", "--input-size", "0"], "expected an integer >= 1, got '0'"),
+        (["convert", "MeliusNet22"], "-o/--output"),
+        (["convert", "MeliusNet22", "-o", "x.tflite", "--target", "gpu"], "invalid choice: 'gpu'"),
+        (["convert", "MeliusNet22", "-o", "x.tflite", "--calibration-samples", "-5"], "got '-5'"),
+        (["convert", "MeliusNet22", "-o", "x.tflite", "--num-classes", "2.5"], "expected an integer, got '2.5'"),
+        (["report"], "required: tflite"),
+        (["report", "x.tflite", "--target", "gpu"], "invalid choice: 'gpu'"),
+        (["verify", "x.tflite"], "--keras"),
+        (["verify", "x.tflite", "--keras", "m.keras", "--min-agreement", "1.5"], "[0, 1], got '1.5'"),
+        (["verify", "x.tflite", "--keras", "m.keras", "--samples", "0"], ">= 1, got '0'"),
+        (["verify", "x.tflite", "--keras", "m.keras", "--max-abs-diff", "nan"], "finite number, got 'nan'"),
+        (["verify", "x.tflite", "--keras", "m.keras", "--data", "mnist"], "invalid choice: 'mnist'"),
+        (["bench", "x.tflite", "--threads", "1,0"], ">= 1, got '0'"),
+        (["bench", "x.tflite", "--runs", "abc"], "expected an integer, got 'abc'"),
+        (["bench", "x.tflite", "--warmup", "-1"], ">= 0, got '-1'"),
+        (["device-bench", "x.tflite"], "--binary"),
+        (["device-bench", "x.tflite", "--binary", "b", "--transport", "usb"], "invalid choice: 'usb'"),
+        (["device-bench", "x.tflite", "--binary", "b", "--threads", ""], "comma-separated integers"),
+        (["recipes", "extra"], "unrecognized arguments: extra"),
+        (["train", "no_such_recipe", "--out", "r"], "invalid choice: 'no_such_recipe'"),
+        (["train", "meliusnettiny_fashion_mnist"], "--out"),
+        (["train", "meliusnettiny_fashion_mnist", "--out", "r", "--strategy", "tpu"], "invalid choice: 'tpu'"),
+        (["eval"], "required: model"),
+        (["eval", "m.keras", "--dataset", "mnist"], "invalid choice: 'mnist'"),
+        (["demo", "--verbose", "-1"], ">= 0, got '-1'"),
+        (["compress", "m.keras", "--bits", "9", "--bottleneck", "0.2", "-o", "o.keras"], "invalid choice: 9"),
+        (["compress", "m.keras", "--bits", "4", "--bottleneck", "2", "-o", "o.keras"], "(0, 1], got '2'"),
+        (["compress", "m.keras", "--bits", "4", "--bottleneck", "0", "-o", "o.keras"], "> 0, got '0'"),
+    ],
+)  # fmt: skip
+def test_usage_errors_exit_2_and_name_the_value(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def _small_cnn(seed=0):
+    tf.keras.utils.set_random_seed(seed)
+    inputs = tf.keras.Input((12, 12, 3))
+    x = tf.keras.layers.Conv2D(16, 3, activation="relu", name="conv")(inputs)
+    x = tf.keras.layers.Flatten()(x)
+    outputs = tf.keras.layers.Dense(10, name="fc")(x)
+    return tf.keras.Model(inputs, outputs)
+
+
+class TestCompress:
+    def test_compress_writes_the_model_store_json_and_tflite(self, tmp_path, capsys):
+        from melius_larq.cbd import load_cbd
+
+        source = tmp_path / "in.keras"
+        _small_cnn().save(source)
+        out = tmp_path / "out.keras"
+        code = _run("compress", source, "--bits", 5, "--bottleneck", 0.2, "-o", out,
+                    "--store", tmp_path / "out.cbd", "--json", tmp_path / "r.json",
+                    "--tflite", tmp_path / "out.tflite")  # fmt: skip
+        assert code == 0
+        printed = capsys.readouterr().out
+        assert "CBD with J=5, bottleneck=0.2" in printed and "| fc |" in printed
+        assert "int8 kernels" in printed
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert report["bits"] == 5 and [layer["name"] for layer in report["layers"]] == [
+            "conv",
+            "fc",
+        ]
+        reloaded = tf.keras.models.load_model(out, compile=False)
+        stored = load_cbd(tmp_path / "out.cbd").kernels()
+        np.testing.assert_array_equal(reloaded.get_layer("fc").kernel.numpy(), stored["fc"])
+        # the int8 TFLite export computes what the compressed Keras model computes
+        interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "out.tflite"))
+        interpreter.allocate_tensors()
+        x = np.random.RandomState(0).uniform(-1, 1, (1, 12, 12, 3)).astype(np.float32)
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        want = reloaded(x).numpy()
+        # int8 kernels are exact (J <= 7); only float32 summation order differs
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "in.keras", "out.cbd", "out.keras", "out.tflite", "r.json",
+        ]  # fmt: skip
+
+    def test_missing_model(self, tmp_path, capsys):
+        code = _run("compress", tmp_path / "nope.keras", "-j", 4, "--bottleneck", 0.1,
+                    "-o", tmp_path / "o.keras")  # fmt: skip
+        assert code == 2
+        assert re.search(r"error: Model file .*nope.keras' does not exist", capsys.readouterr().err)
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_python_dash_m_melius_larq():
+    result = subprocess.run(
+        [sys.executable, "-m", "melius_larq", "list", "MeliusNet2*"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == melius_larq.list_models("MeliusNet2*") == [
+        "MeliusNet22",
+        "MeliusNet29",
+        "MeliusNet23",
+    ]
