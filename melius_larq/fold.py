@@ -5,7 +5,7 @@ binary convolution. With BatchNorm's inference form ``a * x + b`` (``a = gamma /
 eps)``, ``b = beta - a * mean``) and a positive ``a``, ``sign(a * x + b) == sign(x + b / a)``,
 so the scale is not needed where the only consumers are signs. LCE 0.16 fuses no BatchNorm
 into ``LceQuantize``; the multiplication it saves runs over the whole concatenated tensor once
-per binary convolution (README, "Where the LCE time goes").
+per binary convolution. :func:`batchnorm_affine` computes ``(a, b)``.
 
 The result differs from the original only where ``a * x + b`` is within float rounding of 0
 (a tie that flips the sign); channels with ``a <= 0`` keep their BatchNorm.
@@ -23,7 +23,7 @@ import numpy as np
 from melius_larq._compat import tf
 from melius_larq.layers import ChannelShift
 
-__all__ = ["fold_presign_batchnorm"]
+__all__ = ["batchnorm_affine", "fold_presign_batchnorm"]
 
 
 def _feeds_only_signs(layer) -> bool:
@@ -35,12 +35,28 @@ def _feeds_only_signs(layer) -> bool:
     )
 
 
-def _affine(bn) -> tuple[np.ndarray, np.ndarray]:
-    variance = bn.moving_variance.numpy().astype(np.float64)
-    gamma = bn.gamma.numpy() if bn.scale else np.ones_like(variance)
-    beta = bn.beta.numpy() if bn.center else np.zeros_like(variance)
-    a = gamma / np.sqrt(variance + bn.epsilon)
-    return a, beta - a * bn.moving_mean.numpy()
+def batchnorm_affine(layer, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """The inference form ``x * scale + shift`` of a BatchNormalization, per channel.
+
+    ``scale = gamma / sqrt(moving_variance + epsilon)`` and
+    ``shift = beta - moving_mean * scale``; a BatchNorm without ``scale`` (``center``) has
+    gamma = 1 (beta = 0).
+
+    Args:
+        layer: a built ``tf.keras.layers.BatchNormalization``.
+        dtype: the NumPy dtype the statistics are cast to and the result is computed in.
+            Defaults to float64, which keeps the rounding of further arithmetic on the
+            result (such as ``shift / scale``) far below float32 precision.
+
+    Returns:
+        ``(scale, shift)``, two arrays of one value per channel.
+    """
+    mean = layer.moving_mean.numpy().astype(dtype)
+    variance = layer.moving_variance.numpy().astype(dtype)
+    gamma = layer.gamma.numpy().astype(dtype) if layer.scale else np.ones_like(variance)
+    beta = layer.beta.numpy().astype(dtype) if layer.center else np.zeros_like(variance)
+    scale = gamma / np.sqrt(variance + layer.epsilon)
+    return scale, beta - mean * scale
 
 
 def fold_presign_batchnorm(model: tf.keras.Model) -> tuple[tf.keras.Model, list[str]]:
@@ -68,7 +84,7 @@ def fold_presign_batchnorm(model: tf.keras.Model) -> tuple[tf.keras.Model, list[
     for layer in model.layers:
         if (isinstance(layer, tf.keras.layers.BatchNormalization) and layer.axis in ([-1], [3])
                 and _feeds_only_signs(layer)):  # fmt: skip
-            a, b = _affine(layer)
+            a, b = batchnorm_affine(layer)
             if np.all(a > 0):
                 shifts[layer.name] = (b / a).astype(np.float32)
 

@@ -1,0 +1,193 @@
+"""int8 fake-quantization of a prepared Keras model, with ranges calibrated on real inputs.
+
+* **Weights**: float conv kernels are fake-quantized per output channel, depthwise and dense
+  kernels per tensor; symmetric, 8 bit, ``narrow_range`` (TFLite's int8 weight scheme).
+* **Activations**: every tensor (the input and each layer's output) gets a
+  ``FakeQuantWithMinMaxVars`` with the min/max observed on calibration data
+  (:func:`calibrate_ranges`), merged where int8 ops need one scale (:func:`share_scales`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from melius_larq._compat import tf
+from melius_larq.deploy.int8_rewrite import _clone, _inbound, _is_float_layer, _is_relu
+from melius_larq.layers import ChannelShuffle
+
+__all__ = [
+    "FakeQuant",
+    "FakeQuantConv2D",
+    "FakeQuantDense",
+    "FakeQuantDepthwiseConv2D",
+    "calibrate_ranges",
+    "fake_quant_model",
+    "share_scales",
+]
+
+
+class FakeQuant(tf.keras.layers.Layer):
+    """Fake-quantizes activations to int8 with a fixed, calibrated range."""
+
+    def __init__(self, lo: float, hi: float, **kwargs):
+        super().__init__(**kwargs)
+        self.lo, self.hi = float(lo), float(hi)
+
+    def call(self, inputs):
+        return tf.quantization.fake_quant_with_min_max_vars(inputs, self.lo, self.hi, num_bits=8)
+
+
+class FakeQuantConv2D(tf.keras.layers.Conv2D):
+    """Conv2D whose kernel is fake-quantized per output channel (symmetric int8)."""
+
+    def convolution_op(self, inputs, kernel):
+        return super().convolution_op(inputs, _fake_quant_kernel(kernel))
+
+
+class FakeQuantDepthwiseConv2D(tf.keras.layers.DepthwiseConv2D):
+    """DepthwiseConv2D whose kernel is fake-quantized per tensor (symmetric int8)."""
+
+    def call(self, inputs):
+        bound = tf.maximum(tf.reduce_max(tf.abs(self.depthwise_kernel)), 1e-8)
+        kernel = tf.quantization.fake_quant_with_min_max_vars(
+            self.depthwise_kernel, -bound, bound, num_bits=8, narrow_range=True
+        )
+        y = tf.nn.depthwise_conv2d(inputs, kernel, (1, *self.strides, 1), self.padding.upper())
+        if self.use_bias:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.activation(y)
+
+
+class FakeQuantDense(tf.keras.layers.Dense):
+    """Dense whose kernel is fake-quantized per tensor (symmetric int8)."""
+
+    def call(self, inputs):
+        # per-tensor: the converter transposes FC kernels and rejects a per-channel axis
+        bound = tf.maximum(tf.reduce_max(tf.abs(self.kernel)), 1e-8)
+        kernel = tf.quantization.fake_quant_with_min_max_vars(
+            self.kernel, -bound, bound, num_bits=8, narrow_range=True
+        )
+        y = tf.matmul(inputs, kernel)
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y)
+
+
+def _fake_quant_kernel(kernel):
+    axes = list(range(len(kernel.shape) - 1))
+    bound = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8)
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        kernel, -bound, bound, num_bits=8, narrow_range=True
+    )
+
+
+def calibrate_ranges(model: tf.keras.Model, x: np.ndarray, *, batch_size: int = 64) -> dict:
+    """Min/max of the input and of every layer output over the calibration inputs.
+
+    Args:
+        model: a functional Keras model, usually from
+            :func:`~melius_larq.deploy.int8.prepare_for_int8`.
+        x: preprocessed calibration inputs.
+        batch_size: inputs per forward pass.
+
+    Returns:
+        ``{layer name: (min, max)}`` for the input layer and every other layer; each range
+        contains 0.
+    """
+    layers = [layer for layer in model.layers if not isinstance(layer, tf.keras.layers.InputLayer)]
+    probe = tf.keras.Model(model.inputs, [model.inputs[0], *[layer.output for layer in layers]])
+    names = [model.layers[0].name, *[layer.name for layer in layers]]
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    for start in range(0, len(x), batch_size):
+        outs = probe(x[start : start + batch_size], training=False)
+        for name, out in zip(names, outs):
+            out = out.numpy()
+            lo[name] = min(lo[name], float(out.min()))
+            hi[name] = max(hi[name], float(out.max()))
+    # the range must contain 0 so that zero (padding, ReLU) is exactly representable
+    return {n: (min(lo[n], 0.0), max(hi[n], 0.0, lo[n] + 1e-6)) for n in names}
+
+
+# TFLite's int8 kernels of these ops need the same scale on their inputs and output.
+_SAME_SCALE = (
+    tf.keras.layers.Concatenate,
+    tf.keras.layers.MaxPool2D,
+    tf.keras.layers.AveragePooling2D,
+    tf.keras.layers.Flatten,
+    tf.keras.layers.Reshape,
+    tf.keras.layers.ZeroPadding2D,
+    ChannelShuffle,
+)
+
+
+def share_scales(model: tf.keras.Model, ranges: dict) -> dict:
+    """Merges the ranges of tensors that int8 ops require to share one scale.
+
+    Concatenations chain whole MeliusNet stages together (every block concatenates the
+    previous block's output), so each stage's feature maps end up on one scale.
+
+    Args:
+        model: the model ``ranges`` was calibrated on.
+        ranges: ``{layer name: (min, max)}`` from :func:`calibrate_ranges`.
+
+    Returns:
+        The ranges, each replaced by the union of the ranges it must share a scale with.
+    """
+    parent = {name: name for name in ranges}
+
+    def find(n):
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for layer in model.layers:
+        if not layer._inbound_nodes:
+            continue
+        inbound = _inbound(layer)
+        # The converter fuses ReLU into a preceding max-pool (they commute), so such a ReLU
+        # must share the pool's scale too.
+        relu_after_pool = _is_relu(layer) and any(
+            isinstance(other, tf.keras.layers.MaxPool2D) for other in inbound
+        )
+        if isinstance(layer, _SAME_SCALE) or relu_after_pool:
+            for other in inbound:
+                parent[find(other.name)] = find(layer.name)
+    merged: dict[str, tuple[float, float]] = {}
+    for name, (lo, hi) in ranges.items():
+        root = find(name)
+        old = merged.get(root, (lo, hi))
+        merged[root] = (min(old[0], lo), max(old[1], hi))
+    return {name: merged[find(name)] for name in ranges}
+
+
+def fake_quant_model(model: tf.keras.Model, ranges: dict) -> tf.keras.Model:
+    """A new model with int8 fake-quantization of every tensor and every float kernel.
+
+    Args:
+        model: a model from :func:`~melius_larq.deploy.int8.prepare_for_int8` (not modified).
+        ranges: maps each layer name (and the input layer's) to the (min, max) of its output.
+
+    Returns:
+        The fake-quantized functional model, named ``<model name>_int8``.
+    """
+    inp = tf.keras.Input(model.input_shape[1:], name="input")
+    first = model.layers[0].name
+    tensors = {first: FakeQuant(*ranges[first], name=f"{first}_fq")(inp)}
+    for layer in model.layers[1:]:
+        args = [tensors[p.name] for p in _inbound(layer)]
+        arg = args if len(args) > 1 else args[0]
+        cls = None
+        if _is_float_layer(layer, tf.keras.layers.DepthwiseConv2D):
+            cls = FakeQuantDepthwiseConv2D
+        elif _is_float_layer(layer, tf.keras.layers.Conv2D):
+            cls = FakeQuantConv2D
+        elif _is_float_layer(layer, tf.keras.layers.Dense):
+            cls = FakeQuantDense
+        clone, weights = _clone(layer, cls=cls)
+        out = clone(arg)
+        if weights:
+            clone.set_weights(weights)
+        tensors[layer.name] = FakeQuant(*ranges[layer.name], name=f"{layer.name}_fq")(out)
+    return tf.keras.Model(inp, tensors[model.layers[-1].name], name=f"{model.name}_int8")
