@@ -6,7 +6,7 @@ STAMP := $(VENV)/.stamp-deps
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup data test lint format demo bench clean
+.PHONY: setup data test test-all lint format demo bench clean
 
 setup: $(STAMP) data
 
@@ -37,8 +37,13 @@ format: $(STAMP)
 # and a worker that also ran the training tests would grow past the machine's memory.
 MODEL_TESTS := tests/test_models.py tests/test_accounting.py tests/test_lce_conversion.py
 test: setup lint
-	$(PY) -m pytest -n 2 -q --durations=10 $(MODEL_TESTS)
-	$(PY) -m pytest -n 2 -q --durations=10 $(addprefix --ignore=,$(MODEL_TESTS))
+	$(PY) -m pytest -n 2 -q --durations=10 $(PYTEST_ARGS) $(MODEL_TESTS)
+	$(PY) -m pytest -n 2 -q --durations=10 $(PYTEST_ARGS) $(addprefix --ignore=,$(MODEL_TESTS))
+
+# Everything `make test` runs plus the tests marked large (224x224 conversions, kill -9 and
+# resume in real processes, the ResNet-18 CBD benchmark); CI runs this.
+test-all:
+	$(MAKE) test PYTEST_ARGS=--run-large
 
 demo: setup
 	$(PY) -m melius_larq demo

@@ -26,8 +26,6 @@ weights of the converted flatbuffer as int8 (:func:`store_weights_int8`, in
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from melius_larq._compat import tf
@@ -60,7 +58,6 @@ __all__ = [
     "convert_int8_weights",
     "fake_quant_model",
     "int8_flatbuffer_summary",
-    "load_calibration",
     "prepare_for_int8",
     "quantize_per_channel",
     "store_weights_int8",
@@ -98,27 +95,6 @@ def convert_int8(
     qmodel = fake_quant_model(prepared, share_scales(prepared, calibrate_ranges(prepared, x)))
     io = "int8" if int8_io else "float32"
     return convert_model(qmodel, target=target, inference_input_type=io, inference_output_type=io)
-
-
-def load_calibration(source: str | None, model: tf.keras.Model, *, limit: int = 500) -> np.ndarray:
-    """Calibration inputs from a dataset name or a ``.npy`` file of preprocessed inputs."""
-    if not source:
-        raise ValueError(
-            "--int8 needs calibration data: --calibration fashion_mnist|cifar10|inputs.npy"
-        )
-    if source.endswith(".npy"):
-        if not os.path.isfile(source):
-            raise ValueError(f"Calibration file {source!r} does not exist.")
-        x = np.load(source)[:limit].astype(np.float32)
-        if x.shape[1:] != tuple(model.input_shape[1:]):
-            raise ValueError(
-                f"Calibration inputs have shape {x.shape[1:]}, the model expects "
-                f"{tuple(model.input_shape[1:])}."
-            )
-        return x
-    from melius_larq.zoo.data import dataset_inputs
-
-    return dataset_inputs(source, model.input_shape[1:], limit=limit)
 
 
 def convert_int8_weights(model: tf.keras.Model, *, target: str = "arm") -> bytes:

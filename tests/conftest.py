@@ -4,11 +4,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import functools  # noqa: E402
-
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import melius_larq  # noqa: E402,F401  (selects Keras 2 before anything imports TensorFlow)
+import melius_larq  # noqa: E402  (selects Keras 2 before anything imports TensorFlow)
+from melius_larq._compat import tf  # noqa: E402
 
 # The smallest input the ImageNet stems accept (the network downsamples 32x); small inputs
 # keep building, training and converting every registry model within the suite's budget.
@@ -42,13 +42,52 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(marker)
 
 
-@functools.cache
+def trained_like(model, seed: int = 0):
+    """Gives every BatchNorm of ``model`` statistics like a trained network's, in place.
+
+    Fresh BatchNorms (mean 0, variance 1, gamma 1, beta 0) are identities that a converter
+    may drop and a lost statistic would not change; drawn ones (positive scales, non-zero
+    shifts, as ``make bench`` uses) make both visible. Returns ``model``.
+    """
+    from melius_larq.deploy.suite import randomize_batchnorm
+
+    randomize_batchnorm(model, seed=seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            assert np.any(layer.moving_mean.numpy() != 0) and np.any(layer.beta.numpy() != 0)
+    return model
+
+
+def _fingerprint(model) -> float:
+    return float(sum(np.abs(w).sum() for w in model.get_weights()))
+
+
+_SHARED: dict = {}
+_USED: set = set()
+
+
 def small_model(name: str, **kwargs):
-    """A registry model at SMALL_SHAPE returning logits, shared by the tests that only read it."""
-    return melius_larq.create_model(
-        name,
-        input_shape=SMALL_SHAPE,
-        num_classes=SMALL_CLASSES,
-        classifier_activation=None,
-        **kwargs,
-    )
+    """A registry model at SMALL_SHAPE returning logits, with trained-like BatchNorm
+    statistics, shared by the tests that only read it (a test that trains builds its own;
+    a test that changes a shared model fails)."""
+    key = (name, tuple(sorted(kwargs.items())))
+    if key not in _SHARED:
+        model = melius_larq.create_model(
+            name,
+            input_shape=SMALL_SHAPE,
+            num_classes=SMALL_CLASSES,
+            classifier_activation=None,
+            **kwargs,
+        )
+        trained_like(model, seed=sum(map(ord, name)))
+        _SHARED[key] = (model, _fingerprint(model))
+    _USED.add(key)
+    return _SHARED[key][0]
+
+
+@pytest.fixture(autouse=True)
+def _shared_models_stay_unchanged():
+    _USED.clear()
+    yield
+    changed = [key[0] for key in _USED if _fingerprint(_SHARED[key][0]) != _SHARED[key][1]]
+    assert not changed, f"the test changed the shared model(s) {changed}; build your own"

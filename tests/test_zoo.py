@@ -231,7 +231,7 @@ def test_kill_9_and_resume_loses_at_most_one_epoch(tiny_fmnist, tmp_path):
     import zipfile
 
     run = tmp_path / "run"
-    common = [sys.executable, "-m", "zoo", "train", "meliusnettiny_fashion_mnist", "--out",
+    common = [sys.executable, "-m", "melius_larq", "train", "meliusnettiny_fashion_mnist", "--out",
               str(run), "--data-dir", str(tiny_fmnist), "--verbose", "0"]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     first = ["--set", "epochs=40", "batch_size=32", "train_limit=64"]
@@ -331,7 +331,7 @@ def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
                "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
                                         "task": {"type": "worker", "index": index}})}  # fmt: skip
-        cmd = [sys.executable, "-m", "melius_larq.cli", "train", "meliusnettiny_fashion_mnist",
+        cmd = [sys.executable, "-m", "melius_larq", "train", "meliusnettiny_fashion_mnist",
                "--out", str(tmp_path / "run"), "--strategy", "multi-worker", "--verbose", "0",
                "--data-dir", str(tiny_fmnist), "--set", "epochs=1", "batch_size=32",
                "train_limit=64"]  # fmt: skip
