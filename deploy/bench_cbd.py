@@ -2,7 +2,8 @@
 
 The model is ResNet-18 (He et al. 2016; 224x224x3 input, 1000 classes) built from plain
 ``tf.keras`` layers with random weights; only ``compress_model`` is timed, not building the
-model. The issue's target is at most 60 s on 2 cores.
+model. ``run`` also reports whether it finished within ``TARGET_SECONDS``, a budget chosen for
+this benchmark (the paper gives no compression times).
 
 Usage::
 
@@ -23,8 +24,8 @@ import time
 from pathlib import Path
 
 from melius_larq._compat import tf
+from melius_larq._io import write_text_atomic
 from melius_larq.cbd import compress_model
-from melius_larq.cbd.storage import write_atomic
 
 __all__ = ["BITS", "BOTTLENECK", "TARGET_SECONDS", "resnet18", "run"]
 
@@ -95,8 +96,8 @@ def run(out_dir: str | os.PathLike, *, bits: int = BITS, bottleneck: float = BOT
         "machine": platform.machine(),
         "tensorflow": tf.__version__,
     }
-    write_atomic((json.dumps(result, indent=2) + "\n").encode(), out / "bench_cbd.json")
-    write_atomic((report.format_table() + "\n").encode(), out / "bench_cbd_report.md")
+    write_text_atomic(json.dumps(result, indent=2) + "\n", out / "bench_cbd.json")
+    write_text_atomic(report.format_table() + "\n", out / "bench_cbd_report.md")
     return result
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from melius_larq._compat import tf
 from melius_larq._io import write_atomic
+from melius_larq._tflite import inference_saved_model
 from melius_larq.deploy._lce import import_lce
 
 __all__ = ["TARGETS", "convert_model", "inference_saved_model", "load_keras_model", "write_atomic"]
@@ -46,7 +45,7 @@ def convert_model(
     with ``training=False``, :func:`inference_saved_model`) and its variables, then
     converted with LCE's ``convert_saved_model``. This computes the same graph as
     ``larq_compute_engine.convert_keras_model``, which saves the full Keras SavedModel first
-    and takes about 6x longer for a MeliusNet (47 s against 7 s for MeliusNetA at 64x64).
+    and is several times slower.
 
     Args:
         model: a ``tf.keras.Model`` with one input.
@@ -91,32 +90,6 @@ def convert_model(
             inference_input_type=_IO_TYPES[inference_input_type],
             inference_output_type=_IO_TYPES[inference_output_type],
         )
-
-
-@contextlib.contextmanager
-def inference_saved_model(model: tf.keras.Model, spec: tf.TensorSpec):
-    """A temporary SavedModel directory holding only ``model``'s inference function.
-
-    The function is traced once, with ``training=False`` and without autograph (Keras and
-    larq layers need none at inference; autograph makes the trace several times slower),
-    for inputs of ``spec``; the SavedModel keeps the model's variables and one
-    ``serving_default`` signature with the output ``"output"``. Converting this is much
-    quicker than converting the full Keras SavedModel or a concrete function: for the demo's
-    MeliusNetTiny the float TFLite conversion takes 5 s this way against 34 s through
-    ``TFLiteConverter.from_concrete_functions``.
-    """
-
-    @tf.function(input_signature=[spec], autograph=False)
-    def serve(x):
-        return {"output": model(x, training=False)}
-
-    holder = tf.Module()
-    holder.variables_to_save = list(model.variables)
-    with tempfile.TemporaryDirectory(prefix="melius_larq_export_") as tmp:
-        tf.saved_model.save(
-            holder, tmp, signatures={"serving_default": serve.get_concrete_function()}
-        )
-        yield tmp
 
 
 def load_keras_model(

@@ -2,7 +2,8 @@
 
 The report lists the operator inventory, the flatbuffer's bytes by weight type, and the
 layers that look binary in Keras but run in float in the flatbuffer, each with the likely
-reason (the rules of ``larq_compute_engine/mlir/transforms``, see ``specs/lce.md`` section 2).
+reason (the conversion rules of Larq Compute Engine 0.16, in
+``larq_compute_engine/mlir/transforms``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 import larq as lq
 
 from melius_larq._compat import tf
+from melius_larq._keras_utils import walk_layers
+from melius_larq.accounting import quantizer_precision
 from melius_larq.deploy.flatbuffer import LCE_OPS, load_flatbuffer, operators, read_model
 
 __all__ = ["binary_layer_issues", "conversion_report", "format_report"]
@@ -28,15 +31,11 @@ _TYPE_NAMES = {
 _FLOAT_COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
-def _precision(quantizer):
-    return getattr(quantizer, "precision", None) if quantizer is not None else None
-
-
 def _looks_binary(layer) -> bool:
     return isinstance(layer, lq.layers_base.QuantizerBase) and (
-        _precision(getattr(layer, "kernel_quantizer", None)) == 1
-        or _precision(getattr(layer, "depthwise_quantizer", None)) == 1
-        or _precision(getattr(layer, "input_quantizer", None)) == 1
+        quantizer_precision(getattr(layer, "kernel_quantizer", None)) == 1
+        or quantizer_precision(getattr(layer, "depthwise_quantizer", None)) == 1
+        or quantizer_precision(getattr(layer, "input_quantizer", None)) == 1
     )
 
 
@@ -47,7 +46,7 @@ def binary_layer_issues(model: tf.keras.Model, *, target: str = "arm") -> dict[s
         ``{layer name: likely reason}`` from LCE 0.16's conversion rules.
     """
     issues = {}
-    for layer in _walk(model):
+    for _, layer in walk_layers(model):
         if not _looks_binary(layer):
             continue
         reason = None
@@ -57,9 +56,9 @@ def binary_layer_issues(model: tf.keras.Model, *, target: str = "arm") -> dict[s
             reason = "LCE has no binary depthwise/separable convolution"
         elif not isinstance(layer, lq.layers.QuantConv2D):
             reason = f"{type(layer).__name__} has no binary LCE op"
-        elif _precision(layer.kernel_quantizer) != 1:
+        elif quantizer_precision(layer.kernel_quantizer) != 1:
             reason = "the kernel is not binarized (no precision-1 kernel_quantizer)"
-        elif _precision(layer.input_quantizer) != 1:
+        elif quantizer_precision(layer.input_quantizer) != 1:
             reason = "the input is not binarized (no precision-1 input_quantizer)"
         else:
             cin = layer.input_shape[-1]
@@ -77,14 +76,6 @@ def binary_layer_issues(model: tf.keras.Model, *, target: str = "arm") -> dict[s
         if reason:
             issues[layer.name] = reason
     return issues
-
-
-def _walk(model):
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            yield from _walk(layer)
-        else:
-            yield layer
 
 
 def _layer_in_name(tensor_name: str, layer_names) -> str | None:
@@ -139,7 +130,7 @@ def conversion_report(
         "bytes_by_weight_type": by_type,
     }
     if keras_model is not None:
-        layers = [layer for layer in _walk(keras_model) if _looks_binary(layer)]
+        layers = [layer for _, layer in walk_layers(keras_model) if _looks_binary(layer)]
         names = {layer.name for layer in layers}
         issues = binary_layer_issues(keras_model, target=target)
         # LCE names a dequantize after the layer whose binarized input it turned back into

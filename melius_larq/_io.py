@@ -1,39 +1,71 @@
-"""Small file utilities shared by the package, the deploy tools and the zoo."""
+"""Atomic file writes shared by the package, the deploy tools and the zoo.
+
+Everything is written under a temporary name next to the destination and moved into place with
+``os.replace``, so a reader sees either the old file or the complete new one, and a failed
+write leaves neither a partial file nor the temporary one behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["atomic_path", "write_atomic", "write_text_atomic"]
 
 
-def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file and ``os.replace``.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write ``path`` through; moved onto ``path`` when the block succeeds.
 
-    A reader sees either the old file or the complete new one, never a partial write.
+    The temporary path has the same file name (hence the same suffix, which e.g. Keras'
+    ``model.save`` needs) inside a fresh hidden directory next to ``path``; that directory is
+    removed in every case, so an exception in the block leaves nothing behind and ``path``
+    unchanged.
+
+    Example:
+        >>> with atomic_path("model.keras") as tmp:  # doctest: +SKIP
+        ...     model.save(tmp)
 
     Raises:
-        OSError: naming the path when its directory does not exist.
+        OSError: naming the path when its directory does not exist, or when the block wrote
+            nothing to the temporary path.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise OSError(f"Cannot write {str(path)!r}: directory {str(directory)!r} does not exist.")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
+    scratch = tempfile.mkdtemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
     try:
-        # mkstemp creates the file 0600; give it the mode a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = Path(scratch) / path.name
+        yield tmp
+        if not tmp.exists():
+            raise OSError(f"Nothing was written to {str(path)!r}.")
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Writes ``data`` to ``path`` atomically (through :func:`atomic_path`), synced to disk.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: naming the path when its directory does not exist.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike, *, encoding: str = "utf-8") -> Path:
+    """Writes ``text`` to ``path`` atomically, encoded with ``encoding`` (UTF-8)."""
+    return write_atomic(text.encode(encoding), path)

@@ -23,6 +23,7 @@ import larq as lq
 import numpy as np
 
 from melius_larq._compat import tf
+from melius_larq._keras_utils import walk_layers
 
 __all__ = ["summary", "layer_accounting"]
 
@@ -31,16 +32,20 @@ BITS_BINARY = 1
 BOPS_PER_OP = 64  # a 64-bit CPU does 64 binary operations per instruction (paper, sec. 5)
 
 
-def _precision(quantizer) -> int | None:
+def quantizer_precision(quantizer) -> int | None:
+    """The ``precision`` of a larq quantizer (1 for binary), None without one."""
     return getattr(quantizer, "precision", None) if quantizer is not None else None
 
 
 def _is_binary_kernel(layer) -> bool:
-    return isinstance(layer, lq.layers.QuantConv2D) and _precision(layer.kernel_quantizer) == 1
+    return (
+        isinstance(layer, lq.layers.QuantConv2D)
+        and quantizer_precision(layer.kernel_quantizer) == 1
+    )
 
 
 def _is_binary_conv(layer) -> bool:
-    return _is_binary_kernel(layer) and _precision(layer.input_quantizer) == 1
+    return _is_binary_kernel(layer) and quantizer_precision(layer.input_quantizer) == 1
 
 
 def _part(name: str) -> str:
@@ -66,7 +71,7 @@ def layer_accounting(layer) -> dict:
     elif isinstance(layer, tf.keras.layers.BatchNormalization):
         out["params"] = 2 * int(layer.moving_mean.shape[0])  # gamma and beta
     elif isinstance(layer, tf.keras.Model):
-        for sub in layer.layers:
+        for _, sub in walk_layers(layer):
             counts = layer_accounting(sub)
             for key in ("params", "binary_params", "macs"):
                 out[key] += counts[key]

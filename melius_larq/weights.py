@@ -12,9 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import h5py
@@ -95,17 +92,17 @@ def get_pretrained_cfg(model: str, preset: str, include_top: bool) -> Pretrained
     )
 
 
+def default_cache_dir() -> Path:
+    """``$MELIUS_LARQ_CACHE`` or ``~/.cache/melius_larq``."""
+    return Path(os.environ.get("MELIUS_LARQ_CACHE", Path.home() / ".cache" / "melius_larq"))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """``$MELIUS_LARQ_CACHE`` or ``~/.cache/melius_larq``."""
-    return Path(os.environ.get("MELIUS_LARQ_CACHE", Path.home() / ".cache" / "melius_larq"))
 
 
 def fetch_pretrained(
@@ -116,8 +113,10 @@ def fetch_pretrained(
 ) -> Path:
     """Returns the local path of a published file, downloading it if needed.
 
-    The file is downloaded to a temporary file, checked against ``cfg.sha256`` and only then
-    renamed into the cache, so a failed or corrupted download never leaves a file behind.
+    The file is kept as ``<cache_dir>/<model>/<file name>`` and fetched with
+    ``tf.keras.utils.get_file``, which checks it against ``cfg.sha256`` (a cached file with
+    another hash is downloaded again) and removes a failed download. A downloaded file with
+    the wrong hash is deleted and refused, so only a file with the pinned hash is ever used.
 
     Args:
         cfg: the published file.
@@ -125,46 +124,42 @@ def fetch_pretrained(
         url: download from here instead of ``cfg.url`` (a mirror, or ``file://`` URL).
 
     Raises:
-        OSError: when the file cannot be downloaded (e.g. offline).
+        OSError: when the file cannot be downloaded (e.g. offline) or the cache directory
+            cannot be written.
         ValueError: when the downloaded file does not have the pinned sha256.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / cfg.model.lower() / cfg.filename
-    if target.exists() and _sha256(target) == cfg.sha256:
-        return target
+    subdir = cfg.model.lower()
+    target = cache / subdir / cfg.filename
     target.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(cache, os.W_OK):  # get_file would fall back to /tmp/.keras
+        raise OSError(f"Cannot write the weights cache {str(cache)!r}: permission denied.")
     source = url or cfg.url
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{cfg.filename}.", suffix=".part")
     try:
-        try:
-            with (
-                os.fdopen(fd, "wb") as out,
-                urllib.request.urlopen(source, timeout=30) as resp,
-            ):
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                from tqdm.auto import tqdm
-
-                with tqdm(total=total, unit="B", unit_scale=True, desc=cfg.filename) as bar:
-                    for chunk in iter(lambda: resp.read(1 << 20), b""):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-        except (urllib.error.URLError, OSError) as err:
-            raise OSError(
-                f"Could not download the {cfg.model} weights from {source} ({err}). If this "
-                f"machine is offline, download the file elsewhere, check that its sha256 is "
-                f"{cfg.sha256}, and pass its path as `weights=`."
-            ) from err
-        got = _sha256(Path(tmp_name))
-        if got != cfg.sha256:
-            raise ValueError(
-                f"Refusing the downloaded {cfg.filename}: its sha256 is {got}, expected "
-                f"{cfg.sha256} (corrupted download or tampered file)."
-            )
-        os.replace(tmp_name, target)
-        return target
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
+        path = tf.keras.utils.get_file(
+            cfg.filename,
+            source,
+            file_hash=cfg.sha256,
+            hash_algorithm="sha256",
+            cache_dir=str(cache),
+            cache_subdir=subdir,
+        )
+    except ValueError:  # the download completed but has another hash; get_file keeps it
+        if not target.exists():
+            raise
+        got = _sha256(target)
+        target.unlink()
+        raise ValueError(
+            f"Refusing the downloaded {cfg.filename}: its sha256 is {got}, expected "
+            f"{cfg.sha256} (corrupted download or tampered file)."
+        ) from None
+    except Exception as err:  # get_file raises a bare Exception for URL errors
+        raise OSError(
+            f"Could not download the {cfg.model} weights from {source} ({err}). If this "
+            f"machine is offline, download the file elsewhere, check that its sha256 is "
+            f"{cfg.sha256}, and pass its path as `weights=`."
+        ) from err
+    return Path(path)
 
 
 def read_h5_weights(path: str | os.PathLike) -> dict[str, list[tuple[str, np.ndarray]]]:

@@ -1,4 +1,4 @@
-"""CBD core: composition, GF(2) decomposition, scale search, bit accounting (spec cbd.md §6)."""
+"""CBD core: composition, GF(2) decomposition, scale search, bit accounting."""
 
 import math
 
@@ -30,8 +30,8 @@ EPS32 = float(np.finfo(np.float32).eps)
 # so W_hat is within about 2 * eps/2 * 1.5 * m of m Delta k; 2 eps * m is a safe cap.
 RECONSTRUCTION_SLACK = 2 * EPS32
 # Entries within this relative distance of a rounding threshold count as ties: there the
-# greedy float arithmetic and an exact rounding may legitimately differ (spec: "except at
-# exact ties"). float64 residuals carry errors of a few 1e-16.
+# greedy float arithmetic and an exact rounding may legitimately differ. float64 residuals
+# carry errors of a few 1e-16.
 TIE_RTOL = 1e-12
 
 
@@ -54,7 +54,7 @@ def gf2_rank_unpacked(matrix):
     return rank
 
 
-def spec_toy_matrix():
+def toy_matrix():
     w = np.full((8, 8), 0.05, dtype=np.float32)
     w[0:2, 0:4] = 1.0
     w[1, 2] = -1.0
@@ -62,14 +62,14 @@ def spec_toy_matrix():
 
 
 def structured_kernel(rng, shape=(3, 3, 32, 48)):
-    """Laplacian weights with log-normal per-filter and per-input-channel scales (spec §2.4)."""
+    """Laplacian weights with log-normal per-filter and per-input-channel scales (trained-like tails)."""
     kh, kw, cin, cout = shape
     scales = rng.lognormal(sigma=0.7, size=(1, 1, cin, 1)) * rng.lognormal(sigma=0.7, size=cout)
     return (rng.laplace(size=shape) * scales).astype(np.float32)
 
 
 class TestWorkedExample:
-    """Spec §6 check 1: the 8x8 toy matrix with J=4, a=0.5."""
+    """The worked example of docs/cbd.md: the 8x8 toy matrix with J=4, a=0.5."""
 
     def test_grid(self):
         g = grid(0.5, 4)
@@ -78,7 +78,7 @@ class TestWorkedExample:
         assert g["D"] == pytest.approx(1 / 14, rel=1e-15)
 
     def test_planes_bits_and_error(self):
-        w = spec_toy_matrix()
+        w = toy_matrix()
         layer = decompose_matrix(w, 4, a=0.5)
         ranks = layer.ranks()
         assert ranks == {1: 0, 0: 1}
@@ -300,7 +300,7 @@ class TestIntegerExactness:
         assert not integer_exact(left, right, plane)
 
     def test_worked_example_passes(self):
-        layer = decompose_matrix(spec_toy_matrix(), 4, a=0.5)
+        layer = decompose_matrix(toy_matrix(), 4, a=0.5)
         result = layer_integer_exactness(layer)
         assert result["unsigned"] and result["signed"]
         assert result["planes"][0]["positive"]["rank"] == 2

@@ -251,6 +251,22 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_path_keeps_the_name_and_leaves_nothing_on_failure(tmp_path):
+    from melius_larq._io import atomic_path, write_text_atomic
+
+    target = write_text_atomic("old\n", tmp_path / "m.keras")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        assert tmp.name == "m.keras" and tmp != target
+        tmp.write_text("partial")
+        raise RuntimeError
+    with pytest.raises(OSError, match="Nothing was written"), atomic_path(target):
+        pass
+    assert list(tmp_path.iterdir()) == [target] and target.read_text() == "old\n"
+    with atomic_path(target) as tmp:
+        tmp.write_text("new\n")
+    assert list(tmp_path.iterdir()) == [target] and target.read_text() == "new\n"
+
+
 def _cli(*args):
     from melius_larq.cli import main
 

@@ -10,7 +10,7 @@ import melius_larq
 from melius_larq import weights as weights_lib
 from melius_larq._compat import tf
 
-# The tolerance for larq_zoo parity. Both models run the same float ops on the same
+# Tolerance for larq_zoo parity. Both models run the same float ops on the same
 # weights (grouped convs natively instead of split/concat), so only summation order differs.
 ZOO_PARITY_ATOL = 1e-5
 

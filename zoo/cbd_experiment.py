@@ -9,7 +9,9 @@ each compressed model on the 10,000 test images and writes
 * ``results.md``: the same as a Markdown table;
 * ``cbd_fashion_mnist.png``: accuracy drop against bits/weight, one line per J and variant.
 
-The issue's target is a point at <= 5 bits/weight with <= 0.5 percentage points drop.
+The plot and table mark a reference point, at most 5 bits/weight (over 6x smaller than float32)
+with at most 0.5 percentage points accuracy drop. The paper gives no such point for this
+network (it reports ImageNet models); it is a goal chosen for this experiment.
 
 Usage::
 
@@ -31,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from melius_larq._compat import tf
+from melius_larq._io import atomic_path, write_text_atomic
 from melius_larq.cbd import compress_model
-from melius_larq.cbd.storage import write_atomic
 from melius_larq.zoo.data import load_fashion_mnist
 
 __all__ = ["BITS", "BOTTLENECKS", "TARGET_BITS", "TARGET_DROP_PP", "build_cnn", "run"]
@@ -43,7 +45,7 @@ BOTTLENECKS = (0.02, 0.05, 0.1, 0.2, 0.5)
 # far the most sensitive layer of this network, so the sweep is also run without it.
 VARIANTS = (("all", ()), ("first conv float32", ("conv1_1",)))
 FLOAT_BITS = 32
-TARGET_BITS = 5.0  # the target point: <= 5 bits/weight ...
+TARGET_BITS = 5.0  # the reference point (see above): <= 5 bits/weight ...
 TARGET_DROP_PP = 0.5  # ... with <= 0.5 percentage points accuracy drop
 PLOT_NAME = "cbd_fashion_mnist.png"
 BATCH_SIZE = 128
@@ -112,10 +114,11 @@ def _plot(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.part.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
 
 
 def _markdown(result: dict) -> str:
@@ -185,7 +188,8 @@ def run(
         )
         model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=2, shuffle=True)
         if save_float_model:
-            model.save(out / "float.keras")
+            with atomic_path(out / "float.keras") as tmp:
+                model.save(tmp)
     train_seconds = time.perf_counter() - start
     float_acc = _accuracy(model, x_test, y_test)
     print(f"float test accuracy {float_acc * 100:.2f} % after {train_seconds:.0f} s")
@@ -249,8 +253,8 @@ def run(
         "target_met": any(r["meets_target"] for r in rows),
         "rows": rows,
     }
-    write_atomic((json.dumps(result, indent=2) + "\n").encode(), out / "results.json")
-    write_atomic(_markdown(result).encode(), out / "results.md")
+    write_text_atomic(json.dumps(result, indent=2) + "\n", out / "results.json")
+    write_text_atomic(_markdown(result), out / "results.md")
     _plot(rows, out / PLOT_NAME)
     return result
 

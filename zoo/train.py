@@ -13,6 +13,7 @@ import numpy as np
 
 import melius_larq
 from melius_larq._compat import tf
+from melius_larq._io import atomic_path, write_text_atomic
 from melius_larq.optimizers import RAdam
 from melius_larq.precision import precision_policy
 from melius_larq.zoo.pipeline import make_dataset, num_classes
@@ -52,10 +53,8 @@ class _AtomicCheckpoint(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"epoch_{epoch + 1:03d}.keras"
-        tmp = self.directory / f".epoch_{epoch + 1:03d}.tmp.keras"
-        self.model.save(tmp)
-        os.replace(tmp, final)
+        with atomic_path(self.directory / f"epoch_{epoch + 1:03d}.keras") as tmp:
+            self.model.save(tmp)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -167,10 +166,11 @@ def _plot_history(history_csv: Path, out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def resume_recipe(run_dir, name: str, overrides=()) -> Recipe:
@@ -207,7 +207,7 @@ def _build_training_state(model: tf.keras.Model, dataset: tf.data.Dataset) -> No
 
     Otherwise they are created inside the first trace of the training step, which
     tf.function then throws away and traces again: building them first saves that second
-    trace (about 10 s before the first MeliusNetTiny step).
+    trace.
     """
     label_spec = dataset.element_spec[1]
     y_pred = tf.zeros((1, *model.output_shape[1:]))
@@ -253,7 +253,7 @@ def train(
         )
     chief = _is_chief()
     if chief:
-        (run_dir / "config.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+        write_text_atomic(json.dumps(recipe.to_dict(), indent=2) + "\n", run_dir / "config.json")
     tf.keras.utils.set_random_seed(recipe.seed)
 
     train_ds, train_size = make_dataset(
@@ -288,7 +288,8 @@ def train(
     if strategy == "multi-worker":
         # every worker keeps its final weights, so that their equality can be checked
         task = json.loads(os.environ["TF_CONFIG"])["task"]
-        model.save_weights(str(run_dir / f"weights_{task['type']}_{task['index']}.h5"))
+        with atomic_path(run_dir / f"weights_{task['type']}_{task['index']}.h5") as tmp:
+            model.save_weights(str(tmp))
     if recipe.precision != "float32":
         with dist.scope():
             model = as_float32(recipe, model)
@@ -299,11 +300,10 @@ def train(
         loss, accuracy = model.evaluate(test_ds, verbose=0)
     metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy),
                "epochs": recipe.epochs, "train_images": train_size}  # fmt: skip
-    tmp = out / ".model.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, out / "model.keras")
+    with atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
     if chief:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(json.dumps(metrics, indent=2) + "\n", run_dir / "metrics.json")
         _plot_history(run_dir / "history.csv", run_dir / "curves.png")
     return {"model": model, **metrics}
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from melius_larq._compat import tf
+from melius_larq._keras_utils import walk_layers
 from melius_larq.cbd.decompose import (
     FALLBACKS,
     LayerCBD,
@@ -230,15 +231,6 @@ class CompressionReport:
         return self.format_table()
 
 
-def _walk(model: tf.keras.Model, prefix: str = "") -> Iterator[tuple[str, tf.keras.layers.Layer]]:
-    for layer in model.layers:
-        path = f"{prefix}{layer.name}"
-        if isinstance(layer, tf.keras.Model):
-            yield from _walk(layer, prefix=f"{path}/")
-        else:
-            yield path, layer
-
-
 def _count(weights) -> int:
     return int(sum(np.prod(w.shape) for w in weights))
 
@@ -246,7 +238,7 @@ def _count(weights) -> int:
 def _kind(layer) -> tuple[str | None, str]:
     """``("conv" | "dense", "")`` for a compressible layer, else ``(None, reason)``."""
     if isinstance(layer, _NORMALIZATION):
-        return None, "normalisation layer: its scale and shift stay float32 (spec section 2.1)"
+        return None, "normalisation layer: its scale and shift stay float32"
     quantizer = getattr(layer, "kernel_quantizer", None)
     if quantizer is not None:
         return None, f"kernel already quantized by {type(quantizer).__name__}"
@@ -261,7 +253,7 @@ def _kind(layer) -> tuple[str | None, str]:
 
 def compressible_layers(model: tf.keras.Model) -> list[tuple[str, str]]:
     """``(path, kind)`` of every layer whose kernel ``compress_model`` can decompose."""
-    return [(path, kind) for path, layer in _walk(model) if (kind := _kind(layer)[0])]
+    return [(path, kind) for path, layer in walk_layers(model) if (kind := _kind(layer)[0])]
 
 
 def _select(
@@ -274,7 +266,7 @@ def _select(
             "Expected `layers` and `exclude` to be sequences of layer names or glob patterns, "
             f"but got a string: layers={layers!r}, exclude={exclude!r}."
         )
-    entries = [(path, layer) for path, layer in _walk(model) if layer.weights]
+    entries = [(path, layer) for path, layer in walk_layers(model) if layer.weights]
     paths = [path for path, _ in entries]
     patterns = [] if layers is None or callable(layers) else list(layers)
     for pattern in [*patterns, *exclude]:

@@ -23,7 +23,8 @@ kernels.
 
 References:
     - [Composite Binary Decomposition Networks](https://arxiv.org/abs/1811.06668),
-      Qiaoben et al., AAAI 2019.
+      Qiaoben et al., AAAI 2019, for the planes and factors stored here; the file format is
+      this package's own.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ __all__ = [
     "apply_cbd",
     "load_cbd",
     "save_cbd",
-    "write_atomic",
 ]
 
 MAGIC = b"\x89CBD\r\n\x1a\n"  # PNG-style: non-ASCII first byte, CRLF and ^Z catch text mangling

@@ -2,11 +2,12 @@
 
 Every compressed weight is ``m Delta k S`` with an integer ``|k| <= 2^J - 1``, so for J <= 7
 the signed codes fit int8 and one float32 scale ``m Delta`` per tensor reproduces the weights
-exactly. The export converts the compressed Keras model with ``tf.lite.TFLiteConverter`` (float
-weights) and then rewrites the flatbuffer: each compressed kernel becomes an int8 constant
-holding ``S k`` with its scale, followed by a ``DEQUANTIZE`` operator that feeds the original
-float32 tensor to the convolution or fully connected operator. Inference stays in float, so
-the interpreter computes what the Keras model computes; only storage is int8.
+exactly. The export converts the compressed Keras model's inference function with
+``tf.lite.TFLiteConverter`` (float weights) and then rewrites the flatbuffer: each compressed
+kernel becomes an int8 constant holding ``S k`` with its scale, followed by a ``DEQUANTIZE``
+operator that feeds the original float32 tensor to the convolution or fully connected
+operator. Inference stays in float, so the interpreter computes what the Keras model computes;
+only storage is int8.
 
 Where the converter folded a following BatchNormalization into the kernel, each output channel
 is the CBD kernel times a per-channel factor; those tensors are stored per-channel
@@ -14,7 +15,8 @@ is the CBD kernel times a per-channel factor; those tensors are stored per-chann
 
 References:
     - [Composite Binary Decomposition Networks](https://arxiv.org/abs/1811.06668),
-      Qiaoben et al., AAAI 2019.
+      Qiaoben et al., AAAI 2019, for the integer codes exported here; the int8 TFLite
+      export is this package's own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from melius_larq import _tflite
 from melius_larq._compat import tf
+from melius_larq._io import write_atomic
 from melius_larq.cbd.compress import CompressionReport
 from melius_larq.cbd.decompose import LayerCBD, unmatricize
 
@@ -128,8 +131,7 @@ def export_tflite(
             f"but the model was compressed with J={report.bits} (codes up to {2**report.bits - 1})."
         )
     schema = _tflite.schema()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    float_buf = converter.convert()
+    float_buf = _tflite.convert_float(model)
     tree = _tflite.read_model(float_buf)
     graph = tree.subgraphs[0]
     dequantize = _tflite.dequantize_opcode(tree)
@@ -172,8 +174,6 @@ def export_tflite(
     graph.operators = new_ops + list(graph.operators)
     result = TFLiteExport(_tflite.pack(tree), stored, len(float_buf))
     if path is not None:
-        from melius_larq.cbd.storage import write_atomic
-
         write_atomic(result.flatbuffer, path)
     return result
 
