@@ -1,0 +1,135 @@
+"""The code in README.md and docs/*.md runs as written.
+
+Every ```python block of a page runs, in the order of the page, in one namespace per page and
+in a temporary working directory. A ```text output block that directly follows a python
+block is that block's expected printout: each of its non-blank lines must appear, in the same
+order, among the lines the block printed (trailing spaces ignored; printed lines that the
+page does not show are allowed). Other blocks (```bash, ```text) do not run; the commands in
+the ```bash blocks must name existing ``melius-larq`` verbs, modules, files and make targets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+EXPECTED_PAGES = {"bnnplus", "benchmarks", "cbd", "deployment", "models", "training"}
+# Info strings a fence may carry: anything else (```py, ```sh, a bare ```) is an error, so a
+# block cannot silently escape the test by its spelling.
+LANGUAGES = {"python", "text", "text output", "bash"}
+FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+
+
+def _blocks(page: Path) -> list[tuple[str, str, int]]:
+    """``(info, code, first line number of the code)`` for every fenced block of a page."""
+    text = page.read_text()
+    blocks = []
+    for match in FENCE.finditer(text):
+        line = text.count("\n", 0, match.start(2)) + 1
+        blocks.append((match.group(1).strip(), match.group(2), line))
+    fences = sum(1 for ln in text.splitlines() if ln.startswith("```"))
+    assert fences == 2 * len(blocks), f"{page.name}: unbalanced ``` fences"
+    return blocks
+
+
+def _check_printout(page: Path, line: int, expected: str, printed: str) -> None:
+    got = [ln.rstrip() for ln in printed.splitlines()]
+    position = 0
+    for want in (ln.rstrip() for ln in expected.splitlines()):
+        if not want:
+            continue
+        try:
+            position = got.index(want, position) + 1
+        except ValueError:
+            pytest.fail(
+                f"{page.name}:{line}: the printout lacks the line (in this order)\n  {want!r}\n"
+                f"printed:\n{printed}"
+            )
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_page_code_runs(page, tmp_path, monkeypatch):
+    blocks = _blocks(page)
+    for info, _, line in blocks:
+        assert info in LANGUAGES, f"{page.name}:{line}: fence ```{info} (use one of {LANGUAGES})"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    previous = None
+    for info, code, line in blocks:
+        if info == "python":
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                # Leading newlines keep tracebacks on the page's own line numbers.
+                exec(compile("\n" * (line - 1) + code, str(page), "exec"), namespace)
+            print(printed.getvalue(), end="")  # shown by pytest when a later check fails
+            previous = printed.getvalue()
+        elif info == "text output":
+            assert previous is not None, (
+                f"{page.name}:{line}: a ```text output block must follow a ```python block"
+            )
+            _check_printout(page, line, code, previous)
+            previous = None
+        else:
+            previous = None
+
+
+def test_docs_pages_exist_and_are_linked():
+    assert {p.stem for p in PAGES[1:]} >= EXPECTED_PAGES
+    readme = (ROOT / "README.md").read_text()
+    for page in PAGES[1:]:
+        assert f"(docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
+    assert any(info == "python" for info, _, _ in _blocks(ROOT / "README.md"))
+
+
+def _cli_verbs() -> set[str]:
+    """The sub-commands listed by ``python -m melius_larq --help``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "melius_larq", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    return set(re.findall(r"^ {4}([a-z][\w-]*)", out, flags=re.M))
+
+
+def test_commands_in_docs_exist():
+    commands = [
+        (page, line + i, cmd.strip())
+        for page in PAGES
+        for info, code, line in _blocks(page)
+        if info == "bash"
+        for i, cmd in enumerate(code.splitlines())
+        if cmd.strip() and not cmd.lstrip().startswith("#")
+    ]
+    assert commands
+    verbs = _cli_verbs()
+    assert {"list", "convert", "train", "compress"} <= verbs, verbs
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
+    problems = []
+    for page, line, cmd in commands:
+        where = f"{page.name}:{line}: {cmd}"
+        for verb in re.findall(r"(?:melius-larq|-m melius_larq)\s+([\w-]+)", cmd):
+            if verb not in verbs:
+                problems.append(f"{where}\n    unknown command {verb!r}")
+        for module in re.findall(r"-m (melius_larq\.[\w.]+)", cmd):
+            if importlib.util.find_spec(module) is None:
+                problems.append(f"{where}\n    no module {module}")
+        for script in re.findall(r"python3? ([\w/]+\.py)\b", cmd):
+            if not (ROOT / script).is_file():
+                problems.append(f"{where}\n    no file {script}")
+        for target in re.findall(r"\bmake ([\w-]+)", cmd):
+            if target not in targets:
+                problems.append(f"{where}\n    no make target {target}")
+        if re.search(r"-m (zoo|deploy)\b|python -m melius_larq\.cli\b", cmd):
+            problems.append(f"{where}\n    use the installed names (melius_larq.zoo, ...)")
+    assert not problems, "\n".join(problems)
