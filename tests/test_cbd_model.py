@@ -20,12 +20,12 @@ from melius_larq.cbd import (
     verify_tflite,
 )
 from melius_larq.cbd.storage import HEADER_BYTES
-from melius_larq.cbd.tflite import OUTPUT_RTOL, tflite_layout
+from melius_larq.cbd.tflite import tflite_layout
 
 # The TFLite interpreter runs the same float32 graph as Keras with its own summation order;
-# the exported kernels are bit-identical, so outputs agree to float32 rounding. This is the
-# module's own tolerance, checked here against the interpreter directly.
-TFLITE_OUTPUT_RTOL = OUTPUT_RTOL
+# the exported kernels are bit-identical, so outputs agree to float32 rounding (~1e-6 of the
+# outputs' scale on these small models); 1e-4 still fails on any wrong code or scale.
+TFLITE_OUTPUT_RTOL = 1e-4
 # Per-layer metadata in the .cbd JSON (name, shapes, floats, plane list): generous cap.
 METADATA_BYTES_PER_LAYER = 1024
 

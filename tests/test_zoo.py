@@ -201,11 +201,28 @@ def test_train_resume_after_a_crash(tiny_fmnist, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "_StopOnNaN", lambda: [original(), Crash()][1])
     with pytest.raises(_CrashAfterFirstEpoch):
         train(_quick(), run, data_dir=str(tiny_fmnist), verbose=0)
-    monkeypatch.setattr(train_mod, "_StopOnNaN", original)
     assert (run / "checkpoints" / "epoch_001.keras").exists()
     with pytest.raises(ValueError, match="already holds a run"):
         train(_quick(), run, data_dir=str(tiny_fmnist), verbose=0)
+
+    class Restored(tf.keras.callbacks.Callback):
+        """Keeps the weights the resumed run starts its first epoch with."""
+
+        weights = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if Restored.weights is None:
+                Restored.weights = (epoch, self.model.get_weights())
+
+    monkeypatch.setattr(train_mod, "_StopOnNaN", lambda: [original(), Restored()][1])
     result = train(_quick(), run, resume=True, data_dir=str(tiny_fmnist), verbose=0)
+    monkeypatch.setattr(train_mod, "_StopOnNaN", original)
+    # the resumed run starts epoch 2 from the weights of the last checkpoint (epoch 1)
+    epoch, weights = Restored.weights
+    assert epoch == 1
+    checkpoint = tf.keras.models.load_model(run / "checkpoints" / "epoch_001.keras", compile=False)
+    for got, want in zip(weights, checkpoint.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
     # the optimizer state came back: 2 epochs x 2 steps in total, not 1 + 2
     assert int(result["model"].optimizer.iterations.numpy()) == 4
     # optimizer slots and metrics exist before fit: the training step was traced once
@@ -262,6 +279,24 @@ def test_kill_9_and_resume_loses_at_most_one_epoch(tiny_fmnist, tmp_path):
     assert (run / "metrics.json").exists()
     model = tf.keras.models.load_model(run / "model.keras", compile=False)
     assert model.name == "meliusnettiny"
+
+
+def test_resume_recipe_continues_the_runs_own_config(tmp_path):
+    from melius_larq.zoo.train import resume_recipe
+
+    name = "meliusnettiny_fashion_mnist"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(_quick(learning_rate=0.01).to_dict()))
+    recipe = resume_recipe(run, name, ["epochs=5"])  # the first run's overrides are kept
+    assert (recipe.learning_rate, recipe.train_limit, recipe.epochs) == (0.01, 64, 5)
+    assert resume_recipe(run, name) == _quick(learning_rate=0.01)
+    with pytest.raises(ValueError, match=r"only epochs may change, not \['learning_rate'\]"):
+        resume_recipe(run, name, ["learning_rate=0.01", "learning_rate=1"])
+    with pytest.raises(ValueError, match=r"started with recipe 'meliusnettiny_fashion_mnist'"):
+        resume_recipe(run, "meliusnet22_cifar10")
+    with pytest.raises(ValueError, match="Nothing to resume.*no config.json"):
+        resume_recipe(tmp_path / "empty", name)
 
 
 def test_nan_loss_names_epoch_and_step(tiny_fmnist, tmp_path):
@@ -341,6 +376,8 @@ def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path
         assert p.returncode == 0, err.decode()[-3000:]
     import h5py
 
+    # one synchronised run over two replicas, not two independent runs of the same recipe
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["replicas"] == 2
     files = [tmp_path / "run" / f"weights_worker_{i}.h5" for i in range(2)]
     with h5py.File(files[0], "r") as a, h5py.File(files[1], "r") as b:
         names = []
@@ -348,6 +385,9 @@ def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path
         assert names
         for n in names:
             np.testing.assert_array_equal(a[n][()], b[n][()])
+        # the weights moved: biases start at 0 and moving means at 0 in every initialisation
+        moved = [n for n in names if n.endswith(("bias:0", "moving_mean:0"))]
+        assert moved and all(np.any(a[n][()] != 0) for n in moved), moved
 
 
 def test_demo_resumes_only_an_interrupted_run_of_its_recipe(tmp_path, capsys):

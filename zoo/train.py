@@ -299,7 +299,8 @@ def train(
     else:
         loss, accuracy = model.evaluate(test_ds, verbose=0)
     metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy),
-               "epochs": recipe.epochs, "train_images": train_size}  # fmt: skip
+               "epochs": recipe.epochs, "train_images": train_size,
+               "replicas": replicas}  # fmt: skip
     with atomic_path(out / "model.keras") as tmp:
         model.save(tmp)
     if chief:
