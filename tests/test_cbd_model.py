@@ -123,6 +123,8 @@ class TestCompressModel:
             assert r.ranks == cbd.ranks()
             assert r.storage in ("factored", "dense")
             assert r.two_conv is not None and set(r.two_conv) >= {"signed", "unsigned"}
+        # the stored form decodes factors, not only dense planes: at least one layer is factored
+        assert "factored" in {r.storage for r in report.layers}, [r.storage for r in report.layers]
         assert [e.name for e in report.excluded] == ["bn"]
         assert "normalisation" in report.excluded[0].reason
         biases = 8 + 16 + 24 + 10
