@@ -244,8 +244,5 @@ def test_python_dash_m_melius_larq():
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == melius_larq.list_models("MeliusNet2*") == [
-        "MeliusNet22",
-        "MeliusNet29",
-        "MeliusNet23",
-    ]
+    expected = ["MeliusNet22", "MeliusNet29", "MeliusNet23"]
+    assert result.stdout.split() == melius_larq.list_models("MeliusNet2*") == expected
