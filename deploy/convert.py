@@ -14,6 +14,8 @@ __all__ = ["TARGETS", "convert_model", "inference_saved_model", "load_keras_mode
 
 TARGETS = ("arm", "xcore")
 _IO_TYPES = {"float32": tf.float32, "int8": tf.int8}
+# The seed of the random weights of a model built from a registry name.
+REGISTRY_SEED = 0
 
 
 def _input_spec(model: tf.keras.Model, input_shape: Sequence[int] | None) -> tf.TensorSpec:
@@ -98,9 +100,13 @@ def load_keras_model(
     """A Keras model from a model object, a registry name, or a .keras/.h5/SavedModel path.
 
     Args:
-        source: a ``tf.keras.Model``, a registry name such as ``"MeliusNet22"`` (built with
-            random weights), or a path to a ``.keras`` file, a full-model ``.h5`` file or a
-            SavedModel directory.
+        source: a ``tf.keras.Model``, a registry name such as ``"MeliusNet22"``, or a path
+            to a ``.keras`` file, a full-model ``.h5`` file or a SavedModel directory. A
+            registry model gets random weights drawn after
+            ``tf.keras.utils.set_random_seed(REGISTRY_SEED)``, so the same name, input size
+            and class count always give the same model: ``melius-larq verify x.tflite
+            --keras MeliusNet22`` checks a flatbuffer made by ``melius-larq convert
+            MeliusNet22`` against the model it came from.
         input_size: for registry names, the input height/width (default 224).
         num_classes: for registry names, the classifier size (default 1000).
 
@@ -117,6 +123,7 @@ def load_keras_model(
         lookup = {n.lower() for n in melius_larq.list_models()}
         if source.lower() in lookup:
             size = input_size or 224
+            tf.keras.utils.set_random_seed(REGISTRY_SEED)
             return melius_larq.create_model(
                 source, input_shape=(size, size, 3), num_classes=num_classes or 1000
             )

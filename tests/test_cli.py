@@ -106,6 +106,20 @@ def test_bench(tiny_flatbuffer, tmp_path, capsys):
     assert "tiny" in (tmp_path / "b.md").read_text()
 
 
+def test_verify_a_registry_name_against_the_model_convert_built(tiny_flatbuffer, capsys):
+    args = ["--keras", "MeliusNetTiny", "--input-size", 28, "--num-classes", 10, "--samples", 4]
+    assert _run("verify", tiny_flatbuffer, *args, "--max-abs-diff", 1e-4) == 0
+    assert json.loads(capsys.readouterr().out)["passed"] is True
+    # another seed's weights are another model: the same check fails
+    import melius_larq.deploy.convert as convert
+
+    convert.REGISTRY_SEED += 1
+    try:
+        assert _run("verify", tiny_flatbuffer, *args, "--max-abs-diff", 1e-4) == 1
+    finally:
+        convert.REGISTRY_SEED -= 1
+
+
 def test_eval_of_a_saved_model(tmp_path, capsys):
     pytest.importorskip("melius_larq.zoo.data")
     from melius_larq.zoo.data import DataError, load_fashion_mnist
