@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def convert_model(
     inference_input_type: str = "float32",
     inference_output_type: str = "float32",
     fold_batchnorm: bool = True,
+    fix_small_maps: bool = True,
+    binary_dense: bool = True,
 ) -> bytes:
     """Converts a Keras model to an LCE flatbuffer (batch size 1).
 
@@ -60,6 +63,14 @@ def convert_model(
             per-channel shift (:func:`melius_larq.fold_presign_batchnorm`: the same signs,
             one multiplication over the whole tensor less per binary convolution). The
             model passed in is not modified.
+        fix_small_maps: rewrite every zero-padded binary conv on a map smaller than its
+            kernel into an equivalent one that LCE's optimized kernels compute right
+            (:func:`melius_larq.deploy.rewrite.rewrite_small_map_convs`); they compute
+            such layers wrongly. Without it such layers are named in a ``UserWarning``.
+        binary_dense: compute each binary dense layer (binary input and kernel, 2D input) as
+            a 1x1 binary convolution (:func:`melius_larq.deploy.rewrite.binary_dense_as_conv`),
+            which LCE accelerates as ``LceBconv2d``; LCE 0.16 leaves binary dense layers in
+            float.
 
     Returns:
         The flatbuffer bytes.
@@ -84,6 +95,24 @@ def convert_model(
         from melius_larq.fold import fold_presign_batchnorm
 
         model, _ = fold_presign_batchnorm(model)
+    if binary_dense:
+        from melius_larq.deploy.rewrite import binary_dense_as_conv
+
+        model, _ = binary_dense_as_conv(model)
+    if fix_small_maps:
+        from melius_larq.deploy.rewrite import rewrite_small_map_convs
+
+        model, _ = rewrite_small_map_convs(model)
+    from melius_larq.deploy.rewrite import zero_padding_hazards
+
+    hazards = zero_padding_hazards(model)
+    if hazards:
+        warnings.warn(
+            f"{len(hazards)} layer(s) will be computed wrongly by LCE's optimized kernels: "
+            + "; ".join(f"{name}: {reason}" for name, reason in hazards.items())
+            + ". Convert with fix_small_maps=True to rewrite them exactly.",
+            stacklevel=2,
+        )
 
     with inference_saved_model(model, spec) as saved_model:
         return lce.convert_saved_model(

@@ -51,7 +51,15 @@ def binary_layer_issues(model: tf.keras.Model, *, target: str = "arm") -> dict[s
             continue
         reason = None
         if isinstance(layer, lq.layers.QuantDense):
-            reason = "QuantDense: LCE has no binary fully-connected op (weights stay float32)"
+            if len(layer.input_shape) != 2:
+                reason = (
+                    "QuantDense on an input of rank > 2: LCE has no binary fully-connected op, "
+                    "and only dense layers on 2D inputs are computed as 1x1 binary convs"
+                )
+            elif quantizer_precision(layer.input_quantizer) != 1:
+                reason = "QuantDense with a float input: LCE has no binary fully-connected op"
+            elif quantizer_precision(layer.kernel_quantizer) != 1:
+                reason = "the kernel is not binarized (no precision-1 kernel_quantizer)"
         elif isinstance(layer, (lq.layers.QuantDepthwiseConv2D, lq.layers.QuantSeparableConv2D)):
             reason = "LCE has no binary depthwise/separable convolution"
         elif not isinstance(layer, lq.layers.QuantConv2D):
@@ -99,7 +107,10 @@ def conversion_report(
     Returns:
         dict with ``ops`` (count per op type), ``lce_ops``, ``float_compute_ops``,
         ``size_bytes``, ``bytes_by_weight_type``, and with a Keras model ``binary_layers``,
-        ``accelerated_binary_layers`` and ``stayed_float`` (list of ``{layer, reason}``).
+        ``accelerated_binary_layers``, ``stayed_float`` (list of ``{layer, reason}``) and
+        ``small_map_layers`` (zero-padded binary convs on maps smaller than the kernel, which
+        LCE's optimized kernels compute wrongly and ``convert_model`` therefore rewrites,
+        :func:`melius_larq.deploy.rewrite.zero_padding_hazards`).
     """
     buf = load_flatbuffer(buf)
     model = read_model(buf)
@@ -145,6 +156,10 @@ def conversion_report(
                             "forward pass is not matched as a sign, or an op sits between "
                             "the sign and the conv"
                         )
+        from melius_larq.deploy.rewrite import zero_padding_hazards
+
+        hazards = zero_padding_hazards(keras_model)
+        report["small_map_layers"] = [{"layer": k, "reason": v} for k, v in hazards.items()]
         report["binary_layers"] = len(layers)
         report["accelerated_binary_layers"] = counts.get("LceBconv2d", 0)
         report["stayed_float"] = [{"layer": k, "reason": v} for k, v in issues.items()]
@@ -173,6 +188,8 @@ def format_report(report: dict) -> str:
         ]
         for item in report["stayed_float"]:
             lines.append(f"  stayed float: {item['layer']}: {item['reason']}")
+        for item in report.get("small_map_layers", []):
+            lines.append(f"  rewritten for LCE: {item['layer']}: {item['reason']}")
     if "warning" in report:
         lines.append(f"warning: {report['warning']}")
     return "\n".join(lines)

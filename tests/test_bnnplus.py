@@ -5,6 +5,7 @@ import json
 import larq as lq
 import numpy as np
 import pytest
+from conftest import trained_like
 
 import melius_larq
 from melius_larq import bnnplus
@@ -275,7 +276,8 @@ def _small_bnn_plus_model(sharing="channel"):
     rng = np.random.RandomState(0)
     for layer in model.layers:  # non-trivial α and BN statistics
         if isinstance(layer, bnnplus.BNNPlusConv2D):
-            layer.alpha.assign(rng.uniform(0.05, 1.0, layer.alpha.shape).astype(np.float32))
+            # powers of two: alpha * conv is exact in Keras and LCE (see test_lce_conversion.py)
+            layer.alpha.assign(2.0 ** -rng.randint(0, 5, layer.alpha.shape))
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             layer.moving_mean.assign(rng.normal(0, 0.5, 32).astype(np.float32))
             layer.moving_variance.assign(rng.uniform(0.5, 2.0, 32).astype(np.float32))
@@ -326,8 +328,7 @@ def test_lce_converts_to_bconv_with_alpha_folded(sharing):
     x = _inputs((3, 8, 8, 3), seed=2)
     expected = model(x, training=False).numpy()
     got = lce.testing.Interpreter(buf, use_indirect_bgemm=True).predict(x)
-    scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(got, expected, atol=LCE_RTOL * scale, rtol=0)
+    np.testing.assert_allclose(got, expected, atol=LCE_RTOL * np.abs(expected).max(), rtol=0)
     # without α the outputs would differ by order 1: the check sees α
     assert not np.allclose(got, _without_alpha(model)(x, training=False), atol=1e-2)
 
@@ -473,15 +474,15 @@ def test_registry_bnn_plus_model_converts_like_the_ste_model():
     from melius_larq.deploy import convert_model, op_inventory
 
     kwargs = dict(input_shape=(32, 32, 3), num_classes=10, classifier_activation=None)
-    bnn_plus = melius_larq.MeliusNet22(binarization="bnn+", **kwargs)
+    bnn_plus = trained_like(melius_larq.MeliusNet22(binarization="bnn+", **kwargs))
     rng = np.random.RandomState(0)
     for layer in bnn_plus.layers:
         if isinstance(layer, bnnplus.BNNPlusConv2D):
-            layer.alpha.assign(rng.uniform(0.05, 1.0, layer.alpha.shape).astype(np.float32))
+            # powers of two: alpha * conv is exact in Keras and LCE (see test_lce_conversion.py)
+            layer.alpha.assign(2.0 ** -rng.randint(0, 5, layer.alpha.shape))
     buf = convert_model(bnn_plus)
     assert op_inventory(buf) == op_inventory(convert_model(melius_larq.MeliusNet22(**kwargs)))
     x = _inputs((2, 32, 32, 3))
     expected = bnn_plus(x, training=False).numpy()
     got = lce.testing.Interpreter(buf, use_indirect_bgemm=True).predict(x)
-    scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(got, expected, atol=LCE_RTOL * scale, rtol=0)
+    np.testing.assert_allclose(got, expected, atol=LCE_RTOL * np.abs(expected).max(), rtol=0)
