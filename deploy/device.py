@@ -110,87 +110,228 @@ class DeviceRunner:
         return remote
 
 
-_SUMMARY = re.compile(
-    r"Inference timings in us: Init: (?P<init>[\d.]+), First inference: (?P<first>[\d.]+), "
-    r"Warmup \(avg\): (?P<warmup>[\d.]+), Inference \(avg\): (?P<avg>[\d.]+)"
+# A number as benchmark_model prints it: C++ streams switch to scientific notation for
+# large values (avg=2.95034e+06) and print integers without a decimal point.
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Prefixes in front of the tool's own text: logcat ("07-14 13:14:52.859 22838 22838 I
+# tflite  : ", "E/tflite  ( 8514): "), glog ("2018-09-10 12:36:37.571102: I
+# tensorflow/.../benchmark_model.cc:361] ") and TFLite's own log level ("INFO: ", newer
+# versions).
+_PREFIXES = (
+    re.compile(r"^\d\d-\d\d \d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+\s+[VDIWEF]\s+[^:]*?\s*:\s?"),
+    re.compile(r"^[VDIWEF]/[^:(]*\(\s*\d+\):\s?"),
+    re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+:\d+\]\s?"),
+    re.compile(r"^\.\.\. "),
 )
-_COUNT = re.compile(
-    r"count=(?P<count>\d+) first=(?P<first>[\d.]+) curr=(?P<curr>[\d.]+) min=(?P<min>[\d.]+) "
-    r"max=(?P<max>[\d.]+) avg=(?P<avg>[\d.]+) std=(?P<std>[\d.]+)"
-)
+_LEVEL = re.compile(r"^(?:INFO|WARN|WARNING|VERBOSE|DEBUG): ")
+_RUNNING = re.compile(r"^Running benchmark for (?:at least )?\d+ iterations")
+# A Stat line: "count=50 first=... curr=... min=... max=... avg=... std=..." (newer
+# versions add p5/median/p95; a run of identical times prints "count=N curr=T(all same)";
+# TF 1.x printed "curr=T count=N min=...").
+_STAT = re.compile(r"^(?:count=\d+|curr=\S+ count=\d+)\b")
+_PAIR = re.compile(rf"(\w+)=({_NUM})")
+_SUMMARY = re.compile(r"(?:Average )?inference timings in us:(.*)$", re.IGNORECASE)
+_SUMMARY_PART = re.compile(rf"([A-Za-z][A-Za-z ()]*?):\s*({_NUM})")
+_SUMMARY_KEYS = {
+    "init": "init", "first inference": "first", "warmup (avg)": "warmup", "warmup": "warmup",
+    "inference (avg)": "avg", "inference": "avg", "no stats": "avg",
+}  # fmt: skip
+_SESSION = re.compile(rf"^Initialized session in ({_NUM}) ?ms")
 _MEMORY = re.compile(
-    r"(?:Peak memory footprint|Memory footprint delta[^:]*) \(MB\): init=(?P<init>[\d.]+) overall=(?P<overall>[\d.]+)"
+    rf"(?:Peak memory footprint|Memory footprint delta[^:]*) \(MB\): init=({_NUM}) overall=({_NUM})"
 )
+_PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: ({_NUM})")
+# Lines that say why the tool failed, most specific first.
+_ERRORS = (
+    re.compile(r"^(?:ERROR|FATAL|E)\b|Didn't find|unresolved custom op|not registered|"
+               r"\bAborted\b|Segmentation fault|Check failed|No such file"),
+    re.compile(r"\bfail(?:ed|ure|s)?\b|not found|Permission denied|\berror\b|\binvalid\b|"
+               r"\bunsupported\b", re.IGNORECASE),
+)  # fmt: skip
 
 
-def _table(text: str, title: str) -> list[dict]:
-    """Rows of one '==== title ====' section of the TFLite profiler output."""
-    rows: list[dict] = []
-    lines = text.splitlines()
+def _clean_lines(text: str) -> list[str]:
+    """The tool's lines without CR, ANSI colours, logcat/glog prefixes and 'INFO: '."""
+    lines = []
+    for raw in _ANSI.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).split("\n"):
+        line = raw.strip()
+        for prefix in _PREFIXES:
+            line = prefix.sub("", line, count=1)
+        lines.append(_LEVEL.sub("", line.strip(), count=1))
+    return lines
+
+
+def _stat(line: str) -> dict[str, float]:
+    """The key=value numbers of a Stat line; a run of identical times gets min=max=avg."""
+    values = {key: float(value) for key, value in _PAIR.findall(line)}
+    if "avg" not in values and "curr" in values:  # "count=N curr=T(all same)"
+        curr = values["curr"]
+        values.update(first=curr, min=curr, max=curr, avg=curr, std=0.0)
+    return values
+
+
+def _is_number(cell: str) -> bool:
+    return re.fullmatch(_NUM, cell.rstrip("%")) is not None
+
+
+def _split_row(row: str, keys: list[str], has_name: bool, csv: bool) -> list[str] | None:
+    """The cells of a profiler row: a type (may contain spaces and commas, e.g. XNNPACK's
+    'Convolution (NHWC, QU8) GEMM'), the numeric columns and, in per-node tables, a name."""
+    cells = [c.strip() for c in row.split("\t") if c.strip()]
+    if len(cells) == len(keys) and all(_is_number(c) for c in cells[1 : len(keys) - has_name]):
+        return cells
+    numeric = len(keys) - 1 - has_name
+    joiner = ", " if csv else " "
+    tokens = [c.strip() for c in row.split(",")] if csv else row.split()
+    for i in range(1, len(tokens) - numeric + 1):
+        end = i + numeric
+        if all(_is_number(t) for t in tokens[i:end]) and (end < len(tokens)) == has_name:
+            rest = [joiner.join(tokens[end:])] if has_name else []
+            return [joiner.join(tokens[:i]), *tokens[i:end], *rest]
+    return None
+
+
+def _table(lines: list[str], title: str) -> list[dict]:
+    """Rows of the first '==== title ====' section of TFLite's profiler output.
+
+    Keys are the column titles as printed ('node type', 'first', 'avg ms', '%', 'cdf%',
+    'mem KB', 'times called' in per-node tables; 'Node type', 'count', 'avg ms', 'avg %',
+    'cdf %', ... in the per-type summary) plus 'name'; numbers are floats ('%' dropped).
+    The CSV layout (--op_profiling_output_mode=csv) gets the same keys.
+    """
+    kind = "Node type" if title == "Summary by node type" else "node type"
     for i, line in enumerate(lines):
-        if re.search(rf"=+ {re.escape(title)} =+", line):
-            header = re.findall(r"\[([^\]]+)\]", lines[i + 1])
-            for row in lines[i + 2 :]:
-                if not row.strip() or row.lstrip().startswith("="):
-                    break
-                name = None
-                match = re.search(r"\[(.*)\]\s*$", row)
-                if match and header and header[-1].lower() == "name":
-                    name = match.group(1)
-                    row = row[: match.start()]
-                cells = row.split()
-                keys = [h for h in header if h.lower() != "name"]
-                if len(cells) < len(keys):
-                    continue
-                entry = {}
-                for key, cell in zip(keys, cells):
-                    cell = cell.rstrip("%")
-                    try:
-                        entry[key] = float(cell)
-                    except ValueError:
-                        entry[key] = cell
-                if name is not None:
-                    entry["name"] = name
-                rows.append(entry)
-            break
-    return rows
+        if not re.search(rf"=+ {re.escape(title)} =+", line) or i + 1 >= len(lines):
+            continue
+        header = re.findall(r"\[([^\]]+)\]", lines[i + 1])
+        csv = not header
+        if csv:
+            header = [h.strip() for h in lines[i + 1].split(",")]
+        header = [{"avg_ms": "avg ms", "Name": "name"}.get(h, h) for h in header]
+        if len(header) < 3:
+            return []
+        header[0] = kind
+        if kind == "Node type" and "avg %" not in header and "%" in header:
+            header[header.index("%")] = "avg %"
+        has_name = header[-1].lower() == "name"
+        rows: list[dict] = []
+        for row in lines[i + 2 :]:
+            if not row or row.startswith("="):
+                break
+            cells = _split_row(row, header, has_name, csv)
+            if cells is None:
+                break
+            entry: dict = {}
+            for key, cell in zip(header, cells):
+                entry[key] = float(cell.rstrip("%")) if key != kind and _is_number(cell) else cell
+            if has_name:
+                match = re.fullmatch(r"\[(.*)\](?::\d+)?", entry["name"])
+                entry["name"] = match.group(1) if match else entry["name"]
+            rows.append(entry)
+        return rows
+    return []
+
+
+def _failure(lines: list[str]) -> str:
+    """The line to quote when the tool printed no timings: its first error message."""
+    text = [line for line in lines if line and not _STAT.match(line)]
+    for pattern in _ERRORS:
+        found = next((line for line in text if pattern.search(line)), None)
+        if found:
+            return found[:300]
+    return text[-1][:300] if text else "(no output)"
 
 
 def parse_benchmark_output(text: str) -> dict:
     """Parses the output of TFLite's ``benchmark_model`` / LCE's ``lce_benchmark_model``.
 
+    Accepts the formats of TF 1.13 to current (``Average inference timings in us: Warmup:
+    ..., Init: ..., no stats: ...`` and ``Inference timings in us: Init: ..., First
+    inference: ..., Warmup (avg): ..., Inference (avg): ...``; numbers as integers, floats
+    or in scientific notation), with ``INFO:``, logcat or glog prefixes, ANSI colours and
+    CR/LF line endings, and the op profile with or without the ``[start]`` column, with
+    XNNPACK node types that contain spaces, or as CSV.
+
     Returns:
         dict with ``init_ms``, ``first_ms``, ``warmup_avg_ms``, ``avg_ms``, ``min_ms``,
         ``max_ms``, ``std_ms``, ``count`` (timed runs), ``memory_mb`` (overall, when printed),
-        ``run_order`` (per-op rows of the last profile) and ``by_node_type`` (per-op-type rows).
+        ``run_order`` (per-op rows of the last profile) and ``by_node_type`` (per-op-type rows);
+        also ``p5_ms``/``p50_ms``/``p95_ms`` and ``peak_memory_mb`` when the tool printed
+        them. A value the output does not contain is None (e.g. ``min_ms`` when only the
+        summary line was printed).
 
     Raises:
-        DeviceError: when the text has no timing summary (the binary failed or is not a
-            benchmark tool).
+        DeviceError: when the text has no timings or says that benchmarking failed; the
+            message quotes the tool's first error line.
     """
-    summary = _SUMMARY.search(text)
-    counts = list(_COUNT.finditer(text))
-    if not summary or not counts:
-        tail = "\n".join(text.strip().splitlines()[-5:])
-        raise DeviceError(f"No benchmark timings in the output; it ended with:\n{tail}")
-    timed = counts[-1]
+    lines = _clean_lines(text)
+    headers = [i for i, line in enumerate(lines) if _RUNNING.match(line)]
+    stats = [(i, _stat(line)) for i, line in enumerate(lines) if _STAT.match(line)]
+
+    def stat_after(start: int, stop: int) -> dict | None:
+        return next((s for i, s in stats if start < i < stop), None)
+
+    # The tool runs a warm-up phase and then the timed runs, each under a "Running
+    # benchmark for ..." header followed by its Stat line; only one phase means no timed runs.
+    warmup = timed = None
+    if len(headers) >= 2:
+        warmup = stat_after(headers[-2], headers[-1])
+        timed = stat_after(headers[-1], len(lines))
+    elif not headers and stats:
+        timed = stats[-1][1]
+    summary: dict[str, float] = {}
+    for line in lines:
+        match = _SUMMARY.search(line)
+        if match:
+            for label, value in _SUMMARY_PART.findall(match.group(1)):
+                key = _SUMMARY_KEYS.get(label.strip().lower())
+                if key:
+                    summary[key] = float(value)
+    if timed is None and "avg" in summary:
+        # Only the summary (and perhaps the profiler's totals): take the statistics of the
+        # profiled runs, the last "Timings (microseconds): count=..." line.
+        totals = [line for line in lines if line.startswith("Timings (microseconds): count=")]
+        timed = _stat(totals[-1].split(":", 1)[1]) if totals else None
+    failed = any(re.match(r"(?:ERROR: )?Benchmarking failed", line) for line in lines)
+    if failed or ("avg" not in summary and (timed is None or "avg" not in timed)):
+        raise DeviceError(f"No benchmark timings in the output: {_failure(lines)}")
+    timed = timed or {}
+    warmup = warmup or {}
+    session = next((_SESSION.match(line) for line in lines if _SESSION.match(line)), None)
+    init_us = summary.get("init", float(session.group(1)) * 1e3 if session else None)
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else value / 1e3
+
     result = {
-        "init_ms": float(summary["init"]) / 1e3,
-        "first_ms": float(summary["first"]) / 1e3,
-        "warmup_avg_ms": float(summary["warmup"]) / 1e3,
-        "avg_ms": float(summary["avg"]) / 1e3,
-        "min_ms": float(timed["min"]) / 1e3,
-        "max_ms": float(timed["max"]) / 1e3,
-        "std_ms": float(timed["std"]) / 1e3,
-        "count": int(timed["count"]),
+        "init_ms": ms(init_us),
+        "first_ms": ms(summary.get("first", warmup.get("first"))),
+        "warmup_avg_ms": ms(summary.get("warmup", warmup.get("avg"))),
+        "avg_ms": ms(summary.get("avg", timed.get("avg"))),
+        "min_ms": ms(timed.get("min")),
+        "max_ms": ms(timed.get("max")),
+        "std_ms": ms(timed.get("std")),
+        "count": int(timed["count"]) if "count" in timed else None,
     }
-    memory = _MEMORY.search(text)
+    for key, name in (("p5", "p5_ms"), ("median", "p50_ms"), ("p95", "p95_ms")):
+        if key in timed:
+            result[name] = ms(timed[key])
+    joined = "\n".join(lines)
+    memory = _MEMORY.search(joined)
     if memory:
-        result["memory_mb"] = float(memory["overall"])
+        result["memory_mb"] = float(memory.group(2))
+    peak = _PEAK.search(joined)
+    if peak:
+        result["peak_memory_mb"] = float(peak.group(1))
     # The profiler prints an initialization profile and then the inference profile; keep the
-    # last table of each kind, which describes the timed runs.
-    marker = text.rfind("Operator-wise Profiling Info for Regular Benchmark Runs")
-    body = text[marker:] if marker >= 0 else text
+    # first tables after the latter (the primary graph's; subgraphs and "Delegate internal"
+    # tables follow it).
+    marker = max(
+        (i for i, line in enumerate(lines) if "Profiling Info for Regular Benchmark Runs" in line),
+        default=-1,
+    )
+    body = lines[marker + 1 :] if marker >= 0 else lines
     result["run_order"] = _table(body, "Run Order")
     result["by_node_type"] = _table(body, "Summary by node type")
     return result
