@@ -112,6 +112,7 @@ def benchmark_tflite_float(
     progress: str | None = None,
 ) -> dict[int, dict]:
     """Latency of a float TFLite flatbuffer in TensorFlow's interpreter (XNNPACK delegate)."""
+    buf = load_flatbuffer(buf)
     results = {}
     for n in threads:
         interpreter = tf.lite.Interpreter(model_content=buf, num_threads=n)

@@ -186,7 +186,7 @@ def int8_kernels(flatbuffer: bytes) -> dict[str, dict]:
         "dequantized": float32 array}}``, dequantized as the DEQUANTIZE kernel does
         (``code * scale`` rounded once to float32).
     """
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    interpreter = tf.lite.Interpreter(model_content=_tflite.load_flatbuffer(flatbuffer))
     out = {}
     for detail in interpreter.get_tensor_details():
         if not detail["name"].startswith(INT8_TENSOR_PREFIX):
@@ -242,7 +242,7 @@ def verify_tflite(
             "storage": "per-tensor" if per_tensor else "per-channel",
             "weights_bit_exact": bool(exact),
         }
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    interpreter = tf.lite.Interpreter(model_content=_tflite.load_flatbuffer(flatbuffer))
     interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     (out,) = interpreter.get_output_details()
