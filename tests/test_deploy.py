@@ -37,7 +37,8 @@ def _binary(filters, name, **kwargs):
 
 @pytest.fixture(scope="module")
 def mixed_model():
-    """One accelerated binary conv, two that stay float for known reasons, one QuantDense."""
+    """One accelerated binary conv, two that stay float for known reasons, and a QuantDense
+    with a float input (binary dense layers with binary inputs become LceBconv2d)."""
     x = tf.keras.Input((8, 8, 64), name="image")
     y = _binary(64, "good", pad_values=1.0)(x)
     y = tf.keras.layers.BatchNormalization(name="bn")(y)
@@ -46,7 +47,7 @@ def mixed_model():
     y = tf.keras.layers.Conv2D(32, 1, name="float_pw")(y)
     y = tf.keras.layers.Flatten(name="flat")(y)
     y = lq.layers.QuantDense(
-        10, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+        10, input_quantizer=None, kernel_quantizer="ste_sign",
         kernel_constraint="weight_clip", name="qdense",
     )(y)  # fmt: skip
     return tf.keras.Model(x, y, name="mixed")
@@ -66,7 +67,7 @@ def test_report_counts_ops_and_names_the_float_layers(mixed_model, mixed_buf):
     assert set(reasons) == {"grouped16", "minus_one", "qdense"}
     assert "16 input channels per group" in reasons["grouped16"]
     assert "pad_values=-1.0" in reasons["minus_one"]
-    assert "QuantDense" in reasons["qdense"]
+    assert "QuantDense with a float input" in reasons["qdense"]
     assert report["bytes_by_weight_type"]["binary (bit-packed)"] == 64 * 3 * 3 * 2 * 4
     assert report["size_bytes"] == len(mixed_buf)
     json.dumps(report)  # serializable
