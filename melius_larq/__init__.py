@@ -1,6 +1,10 @@
 """melius_larq: MeliusNet, BNN+ and CBD binary networks for Keras/Larq, deployed with LCE.
 
-Importing this package selects Keras 2 (tf_keras) for TensorFlow; see ``melius_larq._compat``.
+Importing this package selects Keras 2 (tf_keras) for TensorFlow, which larq needs: import it
+before TensorFlow, then ``import tensorflow as tf`` as usual. Sub-packages: ``melius_larq.bnnplus``
+(BNN+ training), ``melius_larq.cbd`` (composite binary decomposition), ``melius_larq.deploy``
+(LCE conversion, verification, benchmarks), ``melius_larq.zoo`` (datasets, recipes, training);
+the command line is ``melius-larq`` (``python -m melius_larq``).
 """
 
 from melius_larq import _compat  # noqa: F401  (must run before anything imports TensorFlow)
