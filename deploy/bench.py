@@ -67,11 +67,13 @@ def benchmark_lce(
     runs: int = 20,
     warmup: int = 3,
     progress: str | None = None,
+    use_xnnpack: bool = False,
 ) -> dict[int, dict]:
     """Latency of an LCE flatbuffer in the LCE interpreter, per thread count.
 
     Uses the indirect BGEMM kernel (on x86 about 5x faster than the default kernel, and the only
-    fast one for grouped binary convolutions).
+    fast one for grouped binary convolutions); ``use_xnnpack`` runs the float layers with
+    XNNPACK.
 
     Returns:
         ``{threads: timing_stats}``.
@@ -81,7 +83,7 @@ def benchmark_lce(
     buf = load_flatbuffer(buf)
     results = {}
     for n in threads:
-        interpreter = lce_interpreter(buf, num_threads=n)
+        interpreter = lce_interpreter(buf, num_threads=n, use_xnnpack=use_xnnpack)
         dtype = interpreter.input_types[0]
         x = np.zeros((1, *interpreter.input_shapes[0][1:]), dtype=dtype)
         results[n] = _time_calls(

@@ -101,8 +101,11 @@ def test_bench(tiny_flatbuffer, tmp_path, capsys):
     assert _run("bench", tiny_flatbuffer, "--threads", "1", "--runs", 2, "--warmup", 0,
                 "--json", out, "--markdown", tmp_path / "b.md") == 0  # fmt: skip
     report = json.loads(out.read_text())
-    assert [r["threads"] for r in report["rows"]] == [1]
-    assert report["rows"][0]["median_ms"] > 0
+    assert [(r["threads"], r["runtime"]) for r in report["rows"]] == [
+        (1, "LCE (indirect BGEMM)"),
+        (1, "LCE (indirect BGEMM + XNNPACK)"),
+    ]  # --xnnpack both by default
+    assert all(r["median_ms"] > 0 for r in report["rows"])
     assert "tiny" in (tmp_path / "b.md").read_text()
 
 
@@ -180,6 +183,8 @@ def test_help_exits_0(capsys):
         (["device-bench", "x.tflite"], "--binary"),
         (["device-bench", "x.tflite", "--binary", "b", "--transport", "usb"], "invalid choice: 'usb'"),
         (["device-bench", "x.tflite", "--binary", "b", "--threads", ""], "comma-separated integers"),
+        (["device-bench", "x.tflite", "--binary", "b", "--xnnpack", "maybe"], "invalid choice: 'maybe'"),
+        (["bench", "x.tflite", "--xnnpack", "yes"], "invalid choice: 'yes'"),
         (["recipes", "extra"], "unrecognized arguments: extra"),
         (["train", "no_such_recipe", "--out", "r"], "invalid choice: 'no_such_recipe'"),
         (["train", "meliusnettiny_fashion_mnist"], "--out"),

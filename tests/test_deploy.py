@@ -201,12 +201,26 @@ def test_device_benchmark_with_a_fake_device(tmp_path, tflite_file, transport):
     assert result["rows"][0]["avg_ms"] == pytest.approx(110.704)
     calls = log.read_text()
     assert "--use_indirect_bgemm=true" in calls and "--enable_op_profiling=true" in calls
+    assert "--use_xnnpack=true" in calls  # the default: XNNPACK for the float layers
     assert "--num_threads=4" in calls and "--num_runs=50" in calls
     if transport == "adb":
         assert "push" in calls and "/data/local/tmp/melius_larq/mixed.tflite" in calls
         assert "chmod +x /data/local/tmp/melius_larq/lce_benchmark_model" in calls
     else:
         assert "pi@board:/tmp/melius_larq/mixed.tflite" in calls
+
+
+def test_device_benchmark_times_both_xnnpack_settings_when_asked(tmp_path, tflite_file):
+    log = tmp_path / "calls.log"
+    fixture = FIXTURES / "lce_benchmark_model_meliusnet22_android.txt"
+    binary = tmp_path / "lce_benchmark_model"
+    binary.write_bytes(b"\x7fELF fake")
+    script = _FAKE.format(log=str(log), fixture=str(fixture), devices="emulator-5554\tdevice")
+    result = run_device_benchmark([tflite_file], binary=binary, threads=(1,),
+                                  xnnpack=(False, True), adb=_fake_tool(tmp_path, "adb", script))  # fmt: skip
+    assert [(r["threads"], r["xnnpack"]) for r in result["rows"]] == [(1, False), (1, True)]
+    runs = [c for c in result["commands"] if "--graph" in c]
+    assert ["--use_xnnpack=false" in runs[0], "--use_xnnpack=true" in runs[1]] == [True, True]
 
 
 def test_device_not_connected(tmp_path, tflite_file):

@@ -140,6 +140,10 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+# --xnnpack: which settings of the interpreter's XNNPACK delegate (float layers) to time.
+_XNNPACK = {"off": (False,), "on": (True,), "both": (False, True)}
+
+
 def _cmd_bench(args) -> int:
     from melius_larq.deploy.bench import (
         benchmark_lce,
@@ -157,8 +161,11 @@ def _cmd_bench(args) -> int:
             rows.append({"model": name, "runtime": runtime, "threads": n, **stats})
 
     name = Path(args.tflite).stem
-    add(name, "LCE (indirect BGEMM)", benchmark_lce(args.tflite, threads=threads, runs=args.runs,
-                                                   warmup=args.warmup, progress=name))  # fmt: skip
+    for use_xnnpack in _XNNPACK[args.xnnpack]:
+        runtime = "LCE (indirect BGEMM + XNNPACK)" if use_xnnpack else "LCE (indirect BGEMM)"
+        add(name, runtime, benchmark_lce(args.tflite, threads=threads, runs=args.runs,
+                                         warmup=args.warmup, use_xnnpack=use_xnnpack,
+                                         progress=f"{name} xnnpack={use_xnnpack}"))  # fmt: skip
     if args.keras:
         model = _load_keras(args.keras, args.input_size, args.num_classes)
         add(f"{name} (float)", "TFLite float (XNNPACK)", benchmark_tflite_float(
@@ -201,6 +208,7 @@ def _cmd_device_bench(args) -> int:
         args.tflite, binary=args.binary, transport=args.transport, host=args.host,
         serial=args.serial, threads=args.threads,
         num_runs=args.runs, warmup_runs=args.warmup, op_profiling=not args.no_profile,
+        xnnpack=_XNNPACK[args.xnnpack],
         adb=args.adb, ssh=args.ssh, scp=args.scp,
     )  # fmt: skip
     rows = [{**r, "median_ms": r["avg_ms"], "p90_ms": r["max_ms"]} for r in result["rows"]]
@@ -276,6 +284,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--input-size", type=positive_int)
     p.add_argument("--num-classes", type=positive_int)
     p.add_argument("--mobilenet", action="store_true", help="also time float MobileNet-v1 1.0")
+    p.add_argument("--xnnpack", default="both", choices=list(_XNNPACK),
+                   help="time LCE with XNNPACK for the float layers off, on or both (both)")  # fmt: skip
     p.add_argument("--json")
     p.add_argument("--markdown")
     p.set_defaults(func=_cmd_bench)
@@ -290,6 +300,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--runs", type=positive_int, default=50)
     p.add_argument("--warmup", type=non_negative_int, default=5)
     p.add_argument("--no-profile", action="store_true", help="skip --enable_op_profiling")
+    p.add_argument("--xnnpack", default="on", choices=list(_XNNPACK),
+                   help="--use_xnnpack of lce_benchmark_model: off, on (default) or both")  # fmt: skip
     p.add_argument("--adb", default="adb")
     p.add_argument("--ssh", default="ssh")
     p.add_argument("--scp", default="scp")
