@@ -37,7 +37,7 @@ import larq as lq
 import numpy as np
 
 from melius_larq._compat import tf
-from melius_larq._keras_utils import walk_layers
+from melius_larq._keras_utils import replace_layers, walk_layers
 from melius_larq.accounting import quantizer_precision
 
 __all__ = [
@@ -146,26 +146,22 @@ def rewrite_small_map_convs(model: tf.keras.Model) -> tuple[tf.keras.Model, dict
     if not plans:
         return model, {}
 
-    def clone(layer):
-        config = layer.get_config()
-        plan = plans.get(layer.name)
-        if plan and plan[0] == "cropped":
-            kh, kw = layer.kernel_size
-            config["kernel_size"] = (1 if plan[1].start is not None else kh,
-                                     1 if plan[2].start is not None else kw)  # fmt: skip
-        elif plan:
+    def replace(layer):
+        kind, rows, cols = plans[layer.name]
+        if kind == "paired":
             return ZeroPaddingFromOnePadding(tf.keras.layers.serialize(layer), name=layer.name)
-        return layer.__class__.from_config(config)
+        kh, kw = layer.kernel_size
+        kernel_size = (1 if rows.start is not None else kh, 1 if cols.start is not None else kw)
+        return layer.__class__.from_config({**layer.get_config(), "kernel_size": kernel_size})
 
-    copy = tf.keras.models.clone_model(model, clone_function=clone)
-    for layer in copy.layers:
-        weights = model.get_layer(layer.name).get_weights()
-        plan = plans.get(layer.name)
-        if plan and plan[0] == "cropped":
+    def weights(name, old):
+        kind, rows, cols = plans[name]
+        if kind == "cropped":
             # the latent kernel is the first weight: the centre taps keep their signs
-            weights[0] = np.ascontiguousarray(weights[0][plan[1], plan[2]])
-        if weights:
-            layer.set_weights(weights)
+            old[0] = np.ascontiguousarray(old[0][rows, cols])
+        return old
+
+    copy = replace_layers(model, dict.fromkeys(plans, replace), weights)
     return copy, {name: plan[0] for name, plan in sorted(plans.items())}
 
 
@@ -233,16 +229,11 @@ def binary_dense_as_conv(model: tf.keras.Model) -> tuple[tf.keras.Model, list[st
     if not names:
         return model, []
 
-    def clone(layer):
-        if layer.name in names:
-            return BinaryDenseAsConv(tf.keras.layers.serialize(layer), name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
+    def replace(layer):
+        return BinaryDenseAsConv(tf.keras.layers.serialize(layer), name=layer.name)
 
-    copy = tf.keras.models.clone_model(model, clone_function=clone)
-    for layer in copy.layers:
-        weights = model.get_layer(layer.name).get_weights()
-        if layer.name in names:
-            weights[0] = weights[0][np.newaxis, np.newaxis]  # (in, units) -> (1, 1, in, units)
-        if weights:
-            layer.set_weights(weights)
+    def weights(name, old):
+        return [old[0][np.newaxis, np.newaxis], *old[1:]]  # (in, units) -> (1, 1, in, units)
+
+    copy = replace_layers(model, dict.fromkeys(names, replace), weights)
     return copy, names

@@ -21,6 +21,7 @@ import larq as lq
 import numpy as np
 
 from melius_larq._compat import tf
+from melius_larq._keras_utils import replace_layers
 from melius_larq.layers import ChannelShift
 
 __all__ = ["batchnorm_affine", "fold_presign_batchnorm"]
@@ -91,15 +92,10 @@ def fold_presign_batchnorm(model: tf.keras.Model) -> tuple[tf.keras.Model, list[
     if not shifts:
         return model, []
 
-    def clone(layer):
-        if layer.name in shifts:
-            return ChannelShift(shifts[layer.name].size, name=layer.name, dtype=layer.dtype)
-        return layer.__class__.from_config(layer.get_config())
-
-    copy = tf.keras.models.clone_model(model, clone_function=clone)
-    for layer in copy.layers:
-        if layer.name in shifts:
-            layer.set_weights([shifts[layer.name]])
-        elif layer.weights:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
+    copy = replace_layers(
+        model,
+        {name: (lambda layer: ChannelShift(layer.moving_mean.shape[0], name=layer.name,
+                                           dtype=layer.dtype)) for name in shifts},
+        weights=lambda name, _: [shifts[name]],
+    )  # fmt: skip
     return copy, sorted(shifts)
