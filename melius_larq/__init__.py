@@ -18,6 +18,7 @@ from melius_larq.bnnplus import (
     SignSwish,
     linear_schedule,
 )
+from melius_larq.distillation import DistillationLoss, Distiller
 from melius_larq.fold import fold_presign_batchnorm
 from melius_larq.layers import ChannelShift, ChannelShuffle, GroupConv2D
 from melius_larq.models import PRESETS, STEMS, VARIANTS, min_input_size
@@ -51,6 +52,8 @@ __all__ = [
     "BinaryDenseNet37",
     "BinaryDenseNet45",
     "ChannelShift",
+    "DistillationLoss",
+    "Distiller",
     "ChannelShuffle",
     "GroupConv2D",
     "MeliusNet22",

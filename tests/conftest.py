@@ -1,5 +1,6 @@
 """Shared test settings: quiet TensorFlow, the --run-large option, small shared models."""
 
+import gzip
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -91,3 +92,24 @@ def _shared_models_stay_unchanged():
     yield
     changed = [key[0] for key in _USED if _fingerprint(_SHARED[key][0]) != _SHARED[key][1]]
     assert not changed, f"the test changed the shared model(s) {changed}; build your own"
+
+
+def write_idx(path, array, *, truncate=0):
+    """Writes ``array`` as a gzipped IDX file of unsigned bytes (optionally cut short)."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(data[: len(data) - truncate])
+
+
+@pytest.fixture()
+def tiny_fmnist(tmp_path):
+    """A Fashion-MNIST directory with 64 training and 32 test images whose class shows in the
+    pixel values (so a few steps of training learn something)."""
+    rng = np.random.RandomState(0)
+    for split, n in (("train", 64), ("t10k", 32)):
+        labels = rng.randint(0, 10, n)
+        images = (labels[:, None, None] * 25 + rng.randint(0, 5, (n, 28, 28))).astype(np.uint8)
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+    return tmp_path

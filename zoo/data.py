@@ -21,6 +21,7 @@ __all__ = [
     "fashion_mnist_files",
     "load_fashion_mnist",
     "read_idx",
+    "split_sizes",
 ]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -75,6 +76,27 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"({expected} bytes of data) but it holds {len(raw) - header}."
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def split_sizes(total: int, validation_fraction: float) -> tuple[int, int]:
+    """(training, validation) sizes of a training set whose last ``validation_fraction`` is
+    held out for validation.
+
+    Raises:
+        DataError: for a fraction outside [0, 0.5] or a split that leaves a part empty.
+    """
+    if not 0.0 <= validation_fraction <= 0.5:
+        raise DataError(
+            f"validation_fraction={validation_fraction!r} is outside [0, 0.5] (the held-out "
+            "share of the training images)."
+        )
+    held_out = int(round(total * validation_fraction))
+    if validation_fraction and not 0 < held_out < total:
+        raise DataError(
+            f"validation_fraction={validation_fraction} of {total} training images leaves an "
+            "empty training or validation set."
+        )
+    return total - held_out, held_out
 
 
 def _find(directory: Path, stem: str) -> Path | None:
@@ -155,9 +177,16 @@ def preprocess_fashion_mnist(images: np.ndarray) -> np.ndarray:
 
 
 def dataset_inputs(
-    name: str, input_shape, *, limit: int | None = None, data_dir=None, with_labels: bool = False
+    name: str,
+    input_shape,
+    *,
+    limit: int | None = None,
+    data_dir=None,
+    with_labels: bool = False,
+    split: str = "test",
 ):
-    """Preprocessed test images of a dataset, for verification and calibration.
+    """Preprocessed images of a dataset split (``test`` for verification, ``train`` for
+    calibration).
 
     The images are preprocessed as the training pipeline does (``zoo.pipeline``), so that a
     model sees the inputs it was trained on.
@@ -169,7 +198,7 @@ def dataset_inputs(
         DataError: for an unknown dataset, or when the model's input shape does not fit it.
     """
     if name == "fashion_mnist":
-        images, labels = load_fashion_mnist("test", data_dir)
+        images, labels = load_fashion_mnist(split, data_dir)
         x = preprocess_fashion_mnist(images[:limit])
     elif name == "cifar10":
         from melius_larq.zoo.pipeline import CIFAR_MEAN, CIFAR_STD
@@ -178,7 +207,7 @@ def dataset_inputs(
             import tensorflow_datasets as tfds
 
             ds = tfds.load(
-                "cifar10", split="test", batch_size=-1, as_supervised=True, data_dir=data_dir
+                "cifar10", split=split, batch_size=-1, as_supervised=True, data_dir=data_dir
             )
         except Exception as err:
             raise DataError(

@@ -10,9 +10,10 @@ BinaryDenseNet37: batch 32.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 
-__all__ = ["RECIPES", "Recipe", "apply_overrides", "get_recipe"]
+__all__ = ["RECIPES", "Recipe", "apply_overrides", "check_recipe", "get_recipe"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +33,25 @@ class Recipe:
         warmup_epochs: linear warm-up epochs before the schedule.
         weight_decay: decoupled weight decay (0 = none).
         stem, preset: model options (see the builders).
+        width: width multiplier of the float models of ``melius_larq.float_models``
+            (ResNet18 ``width``, MobileNetV1 ``alpha``); binary models take no width.
         input_size: input height/width.
         augment: ``none``, ``flip_crop`` (pad 2 + random crop + flip) or ``imagenet``.
         train_limit: use only the first N training images (quick runs); None = all.
+        validation_fraction: share of the training images held out (the last ones) to
+            monitor training and make choices on; the test set is evaluated once, after
+            training. 0 = no validation.
         binarization: ``ste`` or ``bnn+``.
         bnn_regularizer: BNN+ regularizer, ``manhattan`` (L1) or ``euclidean`` (L2).
         bnn_lambda: BNN+ regularization strength λ; None takes the package default.
         bnn_beta: initial β of the BNN+ SignSwish.
         bnn_train_beta: train β (True) or keep it fixed (False).
+        teacher: knowledge distillation from a float teacher: a ``.keras`` file, or the name
+            of a recipe that is trained first into ``RUN_DIR/teacher`` (and reused from
+            there); None = no distillation (``melius_larq.Distiller``).
+        kd_weight: weight of the label cross-entropy in the distillation loss, in [0, 1]
+            (the soft-target term gets ``1 - kd_weight``).
+        kd_temperature: distillation temperature, > 0.
         precision: ``float32``, ``mixed_bfloat16`` (about 2x faster training on CPUs with
             AVX512-BF16; the saved model is float32) or ``mixed_float16`` (GPUs).
         jit_compile: compile the training step with XLA. Off by default: on the 2-core CPU
@@ -62,14 +74,19 @@ class Recipe:
     weight_decay: float = 0.0
     stem: str = "grouped"
     preset: str = "lce"
+    width: float = 1.0
     input_size: int = 224
     augment: str = "imagenet"
     train_limit: int | None = None
+    validation_fraction: float = 0.1
     binarization: str = "ste"
     bnn_regularizer: str = "manhattan"
     bnn_lambda: float | None = None
     bnn_beta: float = 5.0
     bnn_train_beta: bool = False
+    teacher: str | None = None
+    kd_weight: float = 0.5
+    kd_temperature: float = 4.0
     precision: str = "float32"
     jit_compile: bool = False
     seed: int = 0
@@ -79,7 +96,9 @@ class Recipe:
 
 
 def _imagenet(model: str, *, lr=0.002, epochs=120, batch=64, stem="grouped") -> Recipe:
-    return Recipe(f"{model.lower()}_imagenet", model, "imagenet2012", epochs, batch, lr, stem=stem)
+    # validation: the last 1 % of the training images (12,812); test: ImageNet's validation set
+    return Recipe(f"{model.lower()}_imagenet", model, "imagenet2012", epochs, batch, lr, stem=stem,
+                  validation_fraction=0.01)  # fmt: skip
 
 
 RECIPES: dict[str, Recipe] = {
@@ -104,6 +123,11 @@ RECIPES: dict[str, Recipe] = {
         # CPU-sized: the thumbnail stem keeps 28x28 Fashion-MNIST images at full resolution.
         Recipe("meliusnet22_fashion_mnist", "MeliusNet22", "fashion_mnist", 10, 128, 0.002,
                stem="thumbnail", input_size=28, augment="flip_crop"),
+        # A float ResNet-18 at a quarter width (0.70M parameters): the distillation teacher
+        # of the Fashion-MNIST recipes (teacher=resnet18_fashion_mnist).
+        Recipe("resnet18_fashion_mnist", "ResNet18", "fashion_mnist", 15, 128, 0.002,
+               optimizer="adam", beta_1=0.9, epsilon=1e-7, width=0.25, input_size=28,
+               augment="flip_crop"),
         Recipe("meliusnet22_cifar10", "MeliusNet22", "cifar10", 100, 128, 0.002,
                stem="thumbnail", input_size=32, augment="flip_crop"),
     )
@@ -157,3 +181,27 @@ def apply_overrides(recipe: Recipe, overrides: list[str] | dict) -> Recipe:
             raise ValueError(f"Unknown recipe key {key!r}; expected one of: {', '.join(fields)}.")
         changes[key] = _convert(fields[key], value) if isinstance(value, str) else value
     return dataclasses.replace(recipe, **changes)
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Range checks of the numeric recipe fields that training would only trip over later.
+
+    Raises:
+        ValueError: naming the field and its value.
+    """
+    positive = ("epochs", "batch_size", "input_size")
+    for key in positive:
+        if getattr(recipe, key) < 1:
+            raise ValueError(f"{key}={getattr(recipe, key)!r} must be a positive integer.")
+    for key in ("learning_rate", "kd_temperature"):
+        value = getattr(recipe, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{key}={value!r} must be a finite number > 0.")
+    if not 0.0 <= recipe.kd_weight <= 1.0:
+        raise ValueError(f"kd_weight={recipe.kd_weight!r} is outside [0, 1].")
+    if not 0.0 <= recipe.validation_fraction <= 0.5:
+        raise ValueError(f"validation_fraction={recipe.validation_fraction!r} is outside [0, 0.5].")
+    if not (math.isfinite(recipe.width) and recipe.width > 0):
+        raise ValueError(f"width={recipe.width!r} must be a finite number > 0.")
+    if recipe.train_limit is not None and recipe.train_limit < 1:
+        raise ValueError(f"train_limit={recipe.train_limit!r} must be a positive integer.")

@@ -14,10 +14,14 @@ import numpy as np
 import melius_larq
 from melius_larq._compat import tf
 from melius_larq._io import atomic_path, write_text_atomic
+from melius_larq.distillation import Distiller
+from melius_larq.float_models import FLOAT_MODELS, create_float_model
 from melius_larq.optimizers import RAdam
 from melius_larq.precision import precision_policy
-from melius_larq.zoo.pipeline import make_dataset, num_classes
-from melius_larq.zoo.recipes import Recipe, apply_overrides
+from melius_larq.zoo.distill import load_teacher, resolve_teacher
+from melius_larq.zoo.folder import is_image_folder, scan_image_folder
+from melius_larq.zoo.pipeline import DATASETS, IMAGE_SHAPES, make_dataset, num_classes
+from melius_larq.zoo.recipes import Recipe, apply_overrides, check_recipe
 
 __all__ = ["NaNLossError", "evaluate", "make_strategy", "resume_recipe", "train"]
 
@@ -54,7 +58,7 @@ class _AtomicCheckpoint(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.directory / f"epoch_{epoch + 1:03d}.keras") as tmp:
-            self.model.save(tmp)
+            getattr(self.model, "student", self.model).save(tmp)  # a Distiller saves its student
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -85,30 +89,39 @@ def _task_name() -> str:
     return f"{task.get('type', 'chief')}_{task.get('index', 0)}"
 
 
-def build_model(recipe: Recipe) -> tf.keras.Model:
-    """The recipe's registry model, under the recipe's precision policy.
+def build_model(recipe: Recipe, num_classes: int | None = None) -> tf.keras.Model:
+    """The recipe's model (registry or float model), under the recipe's precision policy.
 
     With a mixed policy the layers compute in 16 bits and keep float32 variables; the
     classifier's softmax stays float32. The global policy is restored afterwards.
     """
-    channels = 1 if recipe.dataset == "fashion_mnist" else 3
-    kwargs = {}
-    if recipe.binarization != "ste":
-        kwargs["binarization"] = recipe.binarization
-        kwargs["bnn_plus"] = {
-            "regularizer": recipe.bnn_regularizer,
-            "reg_lambda": recipe.bnn_lambda,
-            "beta": recipe.bnn_beta,
-            "train_beta": recipe.bnn_train_beta,
-        }
+    channels = IMAGE_SHAPES[recipe.dataset][1]
+    shape = {"input_shape": (recipe.input_size, recipe.input_size, channels),
+             "num_classes": num_classes or DATASETS[recipe.dataset]}  # fmt: skip
     with precision_policy(recipe.precision):
+        if recipe.model in FLOAT_MODELS:
+            if recipe.binarization != "ste":
+                raise ValueError(
+                    f"binarization={recipe.binarization!r} does not apply to the float model "
+                    f"{recipe.model!r}."
+                )
+            return create_float_model(recipe.model, width=recipe.width, **shape)
+        if recipe.width != 1.0:
+            raise ValueError(
+                f"width={recipe.width} applies to the float models ({', '.join(FLOAT_MODELS)}), "
+                f"not to {recipe.model!r}."
+            )
+        kwargs = {}
+        if recipe.binarization != "ste":
+            kwargs["binarization"] = recipe.binarization
+            kwargs["bnn_plus"] = {
+                "regularizer": recipe.bnn_regularizer,
+                "reg_lambda": recipe.bnn_lambda,
+                "beta": recipe.bnn_beta,
+                "train_beta": recipe.bnn_train_beta,
+            }
         return melius_larq.create_model(
-            recipe.model,
-            input_shape=(recipe.input_size, recipe.input_size, channels),
-            num_classes=num_classes(recipe.dataset),
-            stem=recipe.stem,
-            preset=recipe.preset,
-            **kwargs,
+            recipe.model, stem=recipe.stem, preset=recipe.preset, **shape, **kwargs
         )
 
 
@@ -117,7 +130,8 @@ def as_float32(recipe: Recipe, model: tf.keras.Model) -> tf.keras.Model:
     evaluation and conversion; a float32 model is returned as is."""
     if recipe.precision == "float32":
         return model
-    copy = build_model(dataclasses.replace(recipe, precision="float32"))
+    copy = build_model(dataclasses.replace(recipe, precision="float32"),
+                       num_classes=model.output_shape[-1])  # fmt: skip
     copy.set_weights(model.get_weights())
     copy.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
     return copy
@@ -144,7 +158,9 @@ def _optimizer(recipe: Recipe, steps_per_epoch: int):
     raise ValueError(f"Unknown optimizer {recipe.optimizer!r}; expected 'radam' or 'adam'.")
 
 
-def _plot_history(history_csv: Path, out: Path) -> None:
+def _plot_history(history_csv: Path, out: Path, test: dict | None = None) -> None:
+    """Loss and accuracy by epoch (training and validation), with the test result of the
+    final weights as one marker at the last epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,6 +177,9 @@ def _plot_history(history_csv: Path, out: Path) -> None:
             if prefix + key in rows[0]:
                 ax.plot(epochs, [float(r[prefix + key]) for r in rows], style,
                         label=("validation " if prefix else "train ") + key)  # fmt: skip
+        if test and f"test_{key}" in test:
+            ax.plot([epochs[-1]], [test[f"test_{key}"]], "k*", markersize=10,
+                    label=f"test {key} (final weights, evaluated once)")  # fmt: skip
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
@@ -202,7 +221,26 @@ def resume_recipe(run_dir, name: str, overrides=()) -> Recipe:
     return changed
 
 
-def _build_training_state(model: tf.keras.Model, dataset: tf.data.Dataset) -> None:
+def _best_validation_epoch(history_csv: Path | None, history: dict) -> dict:
+    """The epoch (1-based, over the whole run, resumes included) with the best validation
+    accuracy, and the name of its checkpoint."""
+    epochs = list(range(1, len(history.get("val_accuracy", [])) + 1))
+    values = list(history.get("val_accuracy", []))
+    if history_csv is not None and history_csv.exists():
+        with open(history_csv) as f:
+            rows = [r for r in csv.DictReader(f) if r.get("val_accuracy")]
+        epochs = [int(r["epoch"]) + 1 for r in rows]
+        values = [float(r["val_accuracy"]) for r in rows]
+    if not values:
+        return {}
+    best = epochs[int(np.argmax(values))]
+    return {"best_val_epoch": best, "best_val_accuracy": float(max(values)),
+            "best_val_checkpoint": f"checkpoints/epoch_{best:03d}.keras"}  # fmt: skip
+
+
+def _build_training_state(
+    fit_model: tf.keras.Model, model: tf.keras.Model, dataset: tf.data.Dataset
+) -> None:
     """Creates the optimizer's slots and the compiled loss and metrics before ``fit``.
 
     Otherwise they are created inside the first trace of the training step, which
@@ -212,9 +250,9 @@ def _build_training_state(model: tf.keras.Model, dataset: tf.data.Dataset) -> No
     label_spec = dataset.element_spec[1]
     y_pred = tf.zeros((1, *model.output_shape[1:]))
     y_true = tf.zeros((1, *label_spec.shape[1:]), label_spec.dtype)
-    model.optimizer.build(model.trainable_variables)
-    model.compiled_loss.build(y_pred)
-    model.compiled_metrics.build(y_pred, y_true)
+    fit_model.optimizer.build(fit_model.trainable_variables)
+    fit_model.compiled_loss.build(y_pred)
+    fit_model.compiled_metrics.build(y_pred, y_true)
 
 
 def train(
@@ -243,7 +281,7 @@ def train(
         raise ValueError(f"{str(run_dir)!r} already holds a run: pass --resume or another --out.")
     if resume and not (run_dir / "config.json").exists():
         raise ValueError(f"Nothing to resume in {str(run_dir)!r} (no config.json).")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_recipe(recipe)
     dist = make_strategy(strategy)
     replicas = dist.num_replicas_in_sync
     if recipe.batch_size % replicas:
@@ -252,26 +290,59 @@ def train(
             f"a multiple of {replicas}."
         )
     chief = _is_chief()
-    if chief:
-        write_text_atomic(json.dumps(recipe.to_dict(), indent=2) + "\n", run_dir / "config.json")
     tf.keras.utils.set_random_seed(recipe.seed)
-
+    # Everything that can fail on bad input (data, teacher) is resolved before the run
+    # directory gets its config.json, so a failed start leaves no run behind.
+    split = {"data_dir": data_dir, "validation_fraction": recipe.validation_fraction}
+    folder = is_image_folder(data_dir)
     train_ds, train_size = make_dataset(
         recipe.dataset, "train", batch_size=recipe.batch_size, augment=recipe.augment,
-        data_dir=data_dir, limit=recipe.train_limit, seed=recipe.seed,
+        limit=recipe.train_limit, seed=recipe.seed, image_size=recipe.input_size, **split,
     )  # fmt: skip
-    test_ds, _ = make_dataset(recipe.dataset, "test", batch_size=max(256, recipe.batch_size),
-                              data_dir=data_dir)  # fmt: skip
+    eval_batch = max(256, recipe.batch_size)
+    val_ds, val_size = (
+        make_dataset(
+            recipe.dataset,
+            "validation",
+            batch_size=eval_batch,
+            image_size=recipe.input_size,
+            **split,
+        )  # fmt: skip
+        if recipe.validation_fraction
+        else (None, 0)
+    )
+    test_ds, test_size = None, 0
+    if not folder or scan_image_folder(data_dir, check_images=False).test is not None:
+        test_ds, test_size = make_dataset(recipe.dataset, "test", batch_size=eval_batch,
+                                          image_size=recipe.input_size, **split)  # fmt: skip
+    classes = num_classes(recipe.dataset, data_dir)
+    teacher_path = resolve_teacher(recipe, run_dir, data_dir=data_dir) if recipe.teacher else None
     steps = max(1, train_size // recipe.batch_size)
     with dist.scope():
-        model = build_model(recipe)
-        model.compile(
-            optimizer=_optimizer(recipe, steps),
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-            metrics=["accuracy"],
-            jit_compile=recipe.jit_compile,
-        )
-        _build_training_state(model, train_ds)
+        model = build_model(recipe, num_classes=classes)
+        if teacher_path:
+            teacher = load_teacher(teacher_path, model)
+            fit_model = Distiller(model, teacher, kd_weight=recipe.kd_weight,
+                                  temperature=recipe.kd_temperature)  # fmt: skip
+            fit_model.compile(optimizer=_optimizer(recipe, steps), metrics=["accuracy"],
+                              jit_compile=recipe.jit_compile)  # fmt: skip
+            model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+                          metrics=["accuracy"])  # fmt: skip
+        else:
+            fit_model = model
+            model.compile(
+                optimizer=_optimizer(recipe, steps),
+                loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+                metrics=["accuracy"],
+                jit_compile=recipe.jit_compile,
+            )
+        _build_training_state(fit_model, model, train_ds)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        write_text_atomic(json.dumps(recipe.to_dict(), indent=2) + "\n", run_dir / "config.json")
+        if folder:
+            names = list(scan_image_folder(data_dir, check_images=False).classes)
+            write_text_atomic(json.dumps(names, indent=2) + "\n", run_dir / "classes.json")
     # Every worker runs the same callbacks: saving reads sync-on-read variables (BN
     # statistics) through collective ops, which must happen on all workers in the same order.
     # Workers other than the chief write into a scratch directory of their own.
@@ -283,8 +354,8 @@ def train(
         _AtomicCheckpoint(out / "checkpoints"),
         tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
     ]
-    history = model.fit(train_ds, epochs=recipe.epochs, validation_data=test_ds,
-                        callbacks=callbacks, verbose=verbose).history  # fmt: skip
+    history = fit_model.fit(train_ds, epochs=recipe.epochs, validation_data=val_ds,
+                            callbacks=callbacks, verbose=verbose).history  # fmt: skip
     if strategy == "multi-worker":
         # every worker keeps its final weights, so that their equality can be checked
         task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -293,29 +364,54 @@ def train(
     if recipe.precision != "float32":
         with dist.scope():
             model = as_float32(recipe, model)
-    if recipe.precision == "float32" and history.get("val_accuracy"):
-        # the last epoch's validation ran on the test set with the final weights
-        loss, accuracy = history["val_loss"][-1], history["val_accuracy"][-1]
-    else:
+    metrics = {"epochs": recipe.epochs, "optimizer_steps": int(fit_model.optimizer.iterations),
+               "train_images": train_size,
+               "validation_images": val_size, "test_images": test_size, "replicas": replicas}  # fmt: skip
+    if teacher_path:
+        metrics["teacher"] = str(teacher_path)
+    if val_ds is not None:
+        if recipe.precision == "float32":
+            # the last epoch's validation ran with the final weights
+            val_loss, val_accuracy = history["val_loss"][-1], history["val_accuracy"][-1]
+        else:
+            val_loss, val_accuracy = model.evaluate(val_ds, verbose=0)
+        metrics.update(val_loss=float(val_loss), val_accuracy=float(val_accuracy))
+        metrics.update(_best_validation_epoch(run_dir / "history.csv" if chief else None, history))
+    if test_ds is not None:
+        # The test set is evaluated once, with the final weights, after every choice is made.
         loss, accuracy = model.evaluate(test_ds, verbose=0)
-    metrics = {"test_loss": float(loss), "test_accuracy": float(accuracy),
-               "epochs": recipe.epochs, "train_images": train_size,
-               "replicas": replicas}  # fmt: skip
+        metrics.update(test_loss=float(loss), test_accuracy=float(accuracy))
+    else:
+        metrics.update(test_loss=None, test_accuracy=None)
     with atomic_path(out / "model.keras") as tmp:
         model.save(tmp)
     if chief:
         write_text_atomic(json.dumps(metrics, indent=2) + "\n", run_dir / "metrics.json")
-        _plot_history(run_dir / "history.csv", run_dir / "curves.png")
+        _plot_history(run_dir / "history.csv", run_dir / "curves.png", metrics)
     return {"model": model, **metrics}
 
 
-def evaluate(model_path: str, dataset: str, *, data_dir=None, batch_size: int = 256) -> dict:
-    """Test loss and top-1 accuracy of a saved ``.keras`` model."""
-    model = tf.keras.models.load_model(model_path, compile=False)
-    test_ds, size = make_dataset(dataset, "test", batch_size=batch_size, data_dir=data_dir)
+def evaluate(
+    model_path: str, dataset: str, *, data_dir=None, batch_size: int = 256, split: str = "test"
+) -> dict:
+    """Loss-free top-1 accuracy of a saved ``.keras`` model on one split of a dataset or of
+    an image folder (``data_dir`` with one sub-folder per class; the images are resized to
+    the model's input).
+
+    Raises:
+        DataError: for missing data, an unknown split or a folder without that split.
+        ValueError: when the file is not a Keras model.
+    """
+    try:
+        model = tf.keras.models.load_model(model_path, compile=False)
+    except Exception as err:  # Keras raises many kinds for files that are not models
+        raise ValueError(f"{str(model_path)!r} is not a Keras model file ({err}).") from err
+    height, _, channels = model.input_shape[1:]
+    ds, _ = make_dataset(dataset, split, batch_size=batch_size, data_dir=data_dir,
+                         image_size=height, channels=channels)  # fmt: skip
     correct, total = 0, 0
-    for x, y in test_ds:
+    for x, y in ds:
         pred = np.argmax(model(x, training=False), axis=-1)
         correct += int(np.sum(pred == y.numpy()))
         total += len(pred)
-    return {"test_accuracy": correct / total, "samples": total}
+    return {f"{split}_accuracy": correct / total, "samples": total}

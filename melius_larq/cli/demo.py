@@ -135,6 +135,7 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
         "model": recipe.model,
         "recipe": recipe.to_dict(),
         "train_seconds": round(train_s, 1),
+        "val_accuracy": result.get("val_accuracy"),
         "test_accuracy": result["test_accuracy"],
         "lce_test_accuracy": check["accuracy"],
         "lce_int8_test_accuracy": check8["accuracy"],
@@ -157,6 +158,8 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
         "total_seconds": round(time.perf_counter() - start, 1),
     }
     rows = [
+        ("validation top-1 (Keras; held-out training images)",
+         f"{100 * report['val_accuracy']:.2f} %" if report.get("val_accuracy") else "-"),
         ("test top-1 (Keras)", f"{100 * report['test_accuracy']:.2f} %"),
         ("test top-1 (LCE)", f"{100 * report['lce_test_accuracy']:.2f} %"),
         ("test top-1 (LCE int8)", f"{100 * report['lce_int8_test_accuracy']:.2f} %"),

@@ -25,11 +25,14 @@ def _load_keras(source: str, input_size: int | None, num_classes: int | None):
 
 
 def load_calibration(source: str | None, model, *, limit: int = 500):
-    """Calibration inputs for int8 conversion from a dataset name or a ``.npy`` file.
+    """Calibration inputs for int8 conversion from a dataset name, an image folder or a
+    ``.npy`` file.
 
     Args:
-        source: ``fashion_mnist``, ``cifar10`` or the path of a ``.npy`` file of inputs
-            preprocessed as the model expects them.
+        source: ``fashion_mnist`` or ``cifar10`` (their first training images), a folder of
+            images with one sub-folder per class (its training images, resized to the
+            model's input; see ``melius_larq.zoo.folder``) or the path of a ``.npy`` file of
+            inputs preprocessed as the model expects them.
         model: the Keras model; its input shape is checked against the data.
         limit: at most this many inputs.
 
@@ -42,7 +45,7 @@ def load_calibration(source: str | None, model, *, limit: int = 500):
 
     if not source:
         raise ValueError(
-            "--int8 needs calibration data: --calibration fashion_mnist|cifar10|inputs.npy"
+            "--int8 needs calibration data: --calibration fashion_mnist|cifar10|FOLDER|inputs.npy"
         )
     if source.endswith(".npy"):
         if not os.path.isfile(source):
@@ -54,9 +57,14 @@ def load_calibration(source: str | None, model, *, limit: int = 500):
                 f"{tuple(model.input_shape[1:])}."
             )
         return x
+    if os.path.isdir(source):
+        from melius_larq.zoo.folder import folder_images
+
+        height, _, channels = model.input_shape[1:]
+        return folder_images(source, image_size=height, channels=channels, limit=limit)[0]
     from melius_larq.zoo.data import dataset_inputs
 
-    return dataset_inputs(source, model.input_shape[1:], limit=limit)
+    return dataset_inputs(source, model.input_shape[1:], limit=limit, split="train")
 
 
 def _write_json(data: dict, path: str | None) -> None:
@@ -245,7 +253,8 @@ def add_subcommands(sub) -> None:
                    help="store float weights as int8 + DEQUANTIZE, compute in float (no calibration)")  # fmt: skip
     p.add_argument(
         "--calibration",
-        help="calibration data: a dataset name (fashion_mnist, cifar10) or a .npy file of preprocessed inputs",
+        help="calibration data: a dataset name (fashion_mnist, cifar10; training images), a "
+        "folder of images with one sub-folder per class, or a .npy file of preprocessed inputs",
     )
     p.add_argument("--calibration-samples", type=positive_int, default=500)
     p.add_argument("--json", help="also write the conversion report as JSON")

@@ -33,7 +33,8 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from melius_larq.zoo.train import evaluate
 
-    print(json.dumps(evaluate(args.model, args.dataset, data_dir=args.data_dir), indent=2))
+    result = evaluate(args.model, args.dataset, data_dir=args.data_dir, split=args.split)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -47,7 +48,7 @@ def _cmd_demo(args) -> int:
 
 def add_subcommands(sub) -> None:
     """Adds the training sub-commands to an argparse sub-parser collection."""
-    from melius_larq.zoo.pipeline import DATASETS
+    from melius_larq.zoo.pipeline import DATASETS, SPLITS
     from melius_larq.zoo.recipes import RECIPES
     from melius_larq.zoo.train import STRATEGIES
 
@@ -69,14 +70,20 @@ def add_subcommands(sub) -> None:
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=3")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--strategy", default="default", choices=list(STRATEGIES))
-    p.add_argument("--data-dir", help="dataset directory (Fashion-MNIST IDX files, TFDS data)")
+    p.add_argument(
+        "--data-dir",
+        help="dataset directory (Fashion-MNIST IDX files, TFDS data) or a folder of your own "
+        "images with one sub-folder per class",
+    )
     p.add_argument(
         "--verbose", type=non_negative_int, default=1, help="Keras progress bar (1) or none (0)"
     )
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="test accuracy of a saved .keras model")
+    p = sub.add_parser("eval", help="top-1 accuracy of a saved .keras model")
     p.add_argument("model")
     p.add_argument("--dataset", default="fashion_mnist", choices=list(DATASETS))
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="dataset directory or a folder of images (one sub-folder "
+                   "per class)")  # fmt: skip
+    p.add_argument("--split", default="test", choices=list(SPLITS))
     p.set_defaults(func=_cmd_eval)

@@ -1,0 +1,169 @@
+"""Recipe sweeps that choose on the validation split and touch the test set once per run.
+
+    python -m melius_larq.zoo.sweep meliusnettiny_fashion_mnist --out runs/demo_sweep \\
+        --grid learning_rate=0.004,0.008,0.012 --set epochs=4 --seeds 0 --results docs/demo_sweep
+
+trains every combination of the ``--grid`` values (on top of the ``--set`` overrides) for
+every seed into ``OUT/<tag>/seed_<n>`` (a finished run is reused, so a re-run of the analysis
+does not retrain), then ranks the configurations by their mean final validation accuracy and
+writes ``sweep.json``, ``sweep.md`` and ``sweep.png`` (validation accuracy by epoch) into
+``--results``. Test accuracy is recorded per run (every run's model is evaluated once at its
+end) and shown next to the choice, never used to make it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from melius_larq._io import atomic_path, write_text_atomic
+from melius_larq.zoo.recipes import apply_overrides, get_recipe
+
+__all__ = ["main", "run_sweep"]
+
+
+def _parse_grid(items: list[str]) -> dict[str, list[str]]:
+    grid = {}
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[1]:
+            raise ValueError(f"Expected --grid key=v1,v2,..., but got {item!r}.")
+        key, values = item.split("=", 1)
+        grid[key] = values.split(",")
+    return grid
+
+
+def _tag(config: dict[str, str]) -> str:
+    return "_".join(f"{k}={v}" for k, v in config.items()) or "recipe"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def run_sweep(recipe_name, out, *, grid=None, overrides=(), seeds=(0,), data_dir=None,
+              verbose=2) -> dict:  # fmt: skip
+    """Trains every grid configuration for every seed and ranks them on validation.
+
+    Returns:
+        ``{"recipe", "overrides", "grid", "seeds", "configs": [...], "chosen"}`` where each
+        config has its runs (validation accuracy by epoch, final validation and test
+        accuracy, seconds) and their means and standard deviations; ``chosen`` is the tag
+        with the best mean final validation accuracy.
+
+    Raises:
+        ValueError: for an unknown recipe or key, or a value of the wrong type (before any
+            training starts).
+    """
+    from melius_larq.zoo.train import train
+
+    grid = grid or {}
+    base = apply_overrides(get_recipe(recipe_name), list(overrides))
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    recipes = {_tag(c): apply_overrides(base, c) for c in combos}  # type checks up front
+    configs = []
+    for tag, recipe in recipes.items():
+        runs = []
+        for seed in seeds:
+            run_dir = Path(out) / tag / f"seed_{seed}"
+            metrics_file = run_dir / "metrics.json"
+            if not metrics_file.exists():
+                train(apply_overrides(recipe, {"seed": seed}), run_dir, data_dir=data_dir,
+                      resume=(run_dir / "config.json").exists(), verbose=verbose)  # fmt: skip
+            metrics = json.loads(metrics_file.read_text())
+            with open(run_dir / "history.csv") as f:
+                curve = [float(r["val_accuracy"]) for r in csv.DictReader(f)]
+            runs.append({"seed": seed, "run_dir": str(run_dir), "val_curve": curve,
+                         "val_accuracy": metrics["val_accuracy"],
+                         "test_accuracy": metrics["test_accuracy"]})  # fmt: skip
+            print(json.dumps({"tag": tag, **runs[-1]}), flush=True)
+        val = _mean_std([r["val_accuracy"] for r in runs])
+        test = _mean_std([r["test_accuracy"] for r in runs])
+        configs.append({"tag": tag, "config": combos[len(configs)], "runs": runs,
+                        "val_mean": val[0], "val_std": val[1],
+                        "test_mean": test[0], "test_std": test[1]})  # fmt: skip
+    chosen = max(configs, key=lambda c: c["val_mean"])["tag"]
+    return {"recipe": recipe_name, "overrides": list(overrides), "grid": grid,
+            "seeds": list(seeds), "configs": configs, "chosen": chosen}  # fmt: skip
+
+
+def _markdown(result: dict) -> str:
+    lines = [
+        f"Recipe `{result['recipe']}` with `{' '.join(result['overrides']) or '-'}`; seeds "
+        f"{', '.join(map(str, result['seeds']))}. Chosen on mean final validation top-1: "
+        f"**{result['chosen']}**. Test top-1 is evaluated once per run and not used to choose.",
+        "",
+        "| configuration | validation top-1 (%) | test top-1 (%) | validation by epoch (%) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for c in result["configs"]:
+        curve = " / ".join(f"{100 * v:.2f}" for v in c["runs"][0]["val_curve"])
+        mark = " (chosen)" if c["tag"] == result["chosen"] else ""
+        lines.append(
+            f"| {c['tag']}{mark} | {100 * c['val_mean']:.2f} ± {100 * c['val_std']:.2f} | "
+            f"{100 * c['test_mean']:.2f} ± {100 * c['test_std']:.2f} | {curve} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for c in result["configs"]:
+        for i, run in enumerate(c["runs"]):
+            epochs = range(1, len(run["val_curve"]) + 1)
+            ax.plot(epochs, [100 * v for v in run["val_curve"]], marker="o",
+                    color=f"C{result['configs'].index(c)}", alpha=0.8,
+                    label=c["tag"] if i == 0 else None)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(f"{result['recipe']}: validation accuracy by configuration")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m melius_larq.zoo.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("recipe")
+    parser.add_argument("--out", required=True, help="directory of the runs")
+    parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--results", help="directory for sweep.json/.md/.png")
+    parser.add_argument("--name", default="sweep", help="file stem of the results")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args(argv)
+    try:
+        result = run_sweep(args.recipe, args.out, grid=_parse_grid(args.grid),
+                           overrides=args.set, seeds=args.seeds, data_dir=args.data_dir)  # fmt: skip
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    text = _markdown(result)
+    print(text)
+    if args.results:
+        results = Path(args.results)
+        results.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(json.dumps(result, indent=2) + "\n", results / f"{args.name}.json")
+        write_text_atomic(text, results / f"{args.name}.md")
+        _plot(result, results / f"{args.name}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
