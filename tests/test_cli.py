@@ -189,7 +189,13 @@ def test_help_exits_0(capsys):
         (["train", "no_such_recipe", "--out", "r"], "invalid choice: 'no_such_recipe'"),
         (["train", "meliusnettiny_fashion_mnist"], "--out"),
         (["train", "meliusnettiny_fashion_mnist", "--out", "r", "--strategy", "tpu"], "invalid choice: 'tpu'"),
+        (["train", "meliusnettiny_fashion_mnist", "--out", "r", "--set", "kd_weight=2"], "kd_weight=2.0 is outside [0, 1]"),
+        (["train", "meliusnettiny_fashion_mnist", "--out", "r", "--set", "kd_temperature=0"], "kd_temperature=0.0 must be"),
+        (["train", "meliusnettiny_fashion_mnist", "--out", "r", "--set", "validation_fraction=0.7"], "validation_fraction=0.7"),
+        (["train", "meliusnettiny_fashion_mnist", "--out", "r", "--set", "teacher=missing.keras"], "teacher='missing.keras' is neither"),
+        (["train", "meliusnettiny_fashion_mnist", "--out", "r", "--set", "width=0.5"], "width=0.5 applies to the float models"),
         (["eval"], "required: model"),
+        (["eval", "m.keras", "--split", "dev"], "invalid choice: 'dev'"),
         (["eval", "m.keras", "--dataset", "mnist"], "invalid choice: 'mnist'"),
         (["demo", "--verbose", "-1"], ">= 0, got '-1'"),
         (["compress", "m.keras", "--bits", "9", "--bottleneck", "0.2", "-o", "o.keras"], "invalid choice: 9"),
@@ -202,6 +208,30 @@ def test_usage_errors_exit_2_and_name_the_value(argv, message, tmp_path, monkeyp
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [("empty", "nor images in one sub-folder per class"), ("one_class", "has one class ('shirt')"),
+     ("broken", "broken.png"), ("missing", "is not a directory")],
+)  # fmt: skip
+def test_bad_image_folders_exit_2_and_leave_no_run(layout, message, tmp_path, capsys):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    if layout != "missing":
+        data.mkdir()
+    if layout in ("one_class", "broken"):
+        for name in ("shirt", "shoe")[: 1 if layout == "one_class" else 2]:
+            (data / name).mkdir()
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / name / "0.png")
+    if layout == "broken":
+        (data / "shoe" / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "run"
+    assert _run("train", "meliusnettiny_fashion_mnist", "--out", out, "--data-dir", data) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not out.exists()
 
 
 def _small_cnn(seed=0):

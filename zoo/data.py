@@ -80,7 +80,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def split_sizes(total: int, validation_fraction: float) -> tuple[int, int]:
     """(training, validation) sizes of a training set whose last ``validation_fraction`` is
-    held out for validation.
+    held out for validation (at least one image when the fraction is above 0).
 
     Raises:
         DataError: for a fraction outside [0, 0.5] or a split that leaves a part empty.
@@ -90,7 +90,7 @@ def split_sizes(total: int, validation_fraction: float) -> tuple[int, int]:
             f"validation_fraction={validation_fraction!r} is outside [0, 0.5] (the held-out "
             "share of the training images)."
         )
-    held_out = int(round(total * validation_fraction))
+    held_out = max(1, int(round(total * validation_fraction))) if validation_fraction else 0
     if validation_fraction and not 0 < held_out < total:
         raise DataError(
             f"validation_fraction={validation_fraction} of {total} training images leaves an "
@@ -121,7 +121,8 @@ def fashion_mnist_files(split: str, data_dir: str | os.PathLike | None = None):
         if data_dir is not None and directory == Path(data_dir):
             raise DataError(
                 f"{str(directory)!r} does not hold the Fashion-MNIST {split} files "
-                f"{' and '.join(_FILES[split])} (.gz or not). {HOW_TO_GET}"
+                f"{' and '.join(_FILES[split])} (.gz or not), nor images in one sub-folder per "
+                f"class. {HOW_TO_GET}"
             )
     return None
 

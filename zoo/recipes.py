@@ -203,5 +203,17 @@ def check_recipe(recipe: Recipe) -> None:
         raise ValueError(f"validation_fraction={recipe.validation_fraction!r} is outside [0, 0.5].")
     if not (math.isfinite(recipe.width) and recipe.width > 0):
         raise ValueError(f"width={recipe.width!r} must be a finite number > 0.")
+    from melius_larq.float_models import FLOAT_MODELS
+
+    if recipe.model in FLOAT_MODELS and recipe.binarization != "ste":
+        raise ValueError(
+            f"binarization={recipe.binarization!r} does not apply to the float model "
+            f"{recipe.model!r}."
+        )
+    if recipe.model not in FLOAT_MODELS and recipe.width != 1.0:
+        raise ValueError(
+            f"width={recipe.width} applies to the float models ({', '.join(FLOAT_MODELS)}), "
+            f"not to {recipe.model!r}."
+        )
     if recipe.train_limit is not None and recipe.train_limit < 1:
         raise ValueError(f"train_limit={recipe.train_limit!r} must be a positive integer.")

@@ -38,7 +38,9 @@ def _parse_grid(items: list[str]) -> dict[str, list[str]]:
 
 
 def _tag(config: dict[str, str]) -> str:
-    return "_".join(f"{k}={v}" for k, v in config.items()) or "recipe"
+    """A configuration's name, also its run directory's (path separators become ``_``)."""
+    tag = "_".join(f"{k}={v}" for k, v in config.items()) or "recipe"
+    return tag.replace("/", "_").replace("\\", "_")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -100,17 +100,7 @@ def build_model(recipe: Recipe, num_classes: int | None = None) -> tf.keras.Mode
              "num_classes": num_classes or DATASETS[recipe.dataset]}  # fmt: skip
     with precision_policy(recipe.precision):
         if recipe.model in FLOAT_MODELS:
-            if recipe.binarization != "ste":
-                raise ValueError(
-                    f"binarization={recipe.binarization!r} does not apply to the float model "
-                    f"{recipe.model!r}."
-                )
             return create_float_model(recipe.model, width=recipe.width, **shape)
-        if recipe.width != 1.0:
-            raise ValueError(
-                f"width={recipe.width} applies to the float models ({', '.join(FLOAT_MODELS)}), "
-                f"not to {recipe.model!r}."
-            )
         kwargs = {}
         if recipe.binarization != "ste":
             kwargs["binarization"] = recipe.binarization
@@ -293,6 +283,7 @@ def train(
     tf.keras.utils.set_random_seed(recipe.seed)
     # Everything that can fail on bad input (data, teacher) is resolved before the run
     # directory gets its config.json, so a failed start leaves no run behind.
+    teacher_path = resolve_teacher(recipe, run_dir, data_dir=data_dir) if recipe.teacher else None
     split = {"data_dir": data_dir, "validation_fraction": recipe.validation_fraction}
     folder = is_image_folder(data_dir)
     train_ds, train_size = make_dataset(
@@ -316,7 +307,6 @@ def train(
         test_ds, test_size = make_dataset(recipe.dataset, "test", batch_size=eval_batch,
                                           image_size=recipe.input_size, **split)  # fmt: skip
     classes = num_classes(recipe.dataset, data_dir)
-    teacher_path = resolve_teacher(recipe, run_dir, data_dir=data_dir) if recipe.teacher else None
     steps = max(1, train_size // recipe.batch_size)
     with dist.scope():
         model = build_model(recipe, num_classes=classes)
