@@ -348,7 +348,17 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path):
+# with a teacher: distillation under MultiWorkerMirroredStrategy (a minute more, large set)
+@pytest.mark.parametrize("teacher", [False, pytest.param(True, marks=pytest.mark.large)])
+def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path, teacher):
+    extra = []
+    if teacher:
+        from melius_larq.float_models import create_float_model
+
+        path = tmp_path / "teacher.keras"
+        create_float_model("ResNet18", width=0.0625, input_shape=(28, 28, 1),
+                           num_classes=10).save(path)  # fmt: skip
+        extra = [f"teacher={path}"]
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
     procs = []
     for index in range(2):
@@ -358,7 +368,7 @@ def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path
         cmd = [sys.executable, "-m", "melius_larq", "train", "meliusnettiny_fashion_mnist",
                "--out", str(tmp_path / "run"), "--strategy", "multi-worker", "--verbose", "0",
                "--data-dir", str(tiny_fmnist), "--set", "epochs=1", "batch_size=32",
-               "train_limit=64"]  # fmt: skip
+               "train_limit=64", *extra]  # fmt: skip
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for p in procs:
         out, err = p.communicate(timeout=600)
@@ -366,7 +376,8 @@ def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path
     import h5py
 
     # one synchronised run over two replicas, not two independent runs of the same recipe
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["replicas"] == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and ("teacher" in metrics) == teacher
     files = [tmp_path / "run" / f"weights_worker_{i}.h5" for i in range(2)]
     with h5py.File(files[0], "r") as a, h5py.File(files[1], "r") as b:
         names = []

@@ -354,7 +354,7 @@ def train(
     if recipe.precision != "float32":
         with dist.scope():
             model = as_float32(recipe, model)
-    metrics = {"epochs": recipe.epochs, "optimizer_steps": int(fit_model.optimizer.iterations),
+    metrics = {"epochs": recipe.epochs, "optimizer_steps": int(tf.keras.backend.get_value(fit_model.optimizer.iterations)),
                "train_images": train_size,
                "validation_images": val_size, "test_images": test_size, "replicas": replicas}  # fmt: skip
     if teacher_path:
