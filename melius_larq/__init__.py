@@ -3,11 +3,15 @@
 Importing this package selects Keras 2 (tf_keras) for TensorFlow, which larq needs: import it
 before TensorFlow, then ``import tensorflow as tf`` as usual. Sub-packages: ``melius_larq.bnnplus``
 (BNN+ training), ``melius_larq.cbd`` (composite binary decomposition), ``melius_larq.deploy``
-(LCE conversion, verification, benchmarks), ``melius_larq.zoo`` (datasets, recipes, training);
+(LCE conversion, verification, benchmarks), ``melius_larq.zoo`` (datasets, recipes, training),
+``melius_larq.float_models`` (float ResNet-18 and MobileNet-v1: teachers and baselines);
 the command line is ``melius-larq`` (``python -m melius_larq``).
 """
 
-from melius_larq import _compat  # noqa: F401  (must run before anything imports TensorFlow)
+from melius_larq import (
+    _compat,  # noqa: F401  (must run before anything imports TensorFlow)
+    float_models,
+)
 from melius_larq.accounting import summary
 from melius_larq.bnnplus import (
     BetaScheduler,
@@ -53,6 +57,7 @@ __all__ = [
     "BinaryDenseNet45",
     "ChannelShift",
     "DistillationLoss",
+    "float_models",
     "Distiller",
     "ChannelShuffle",
     "GroupConv2D",

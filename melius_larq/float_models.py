@@ -17,7 +17,7 @@ Example:
     print(model.output_shape, model.count_params())
     ```
     ```text
-    (None, 10) 700218
+    (None, 10) 703578
     ```
 """
 
