@@ -2,7 +2,7 @@
 
 1. trains ``MeliusNetTiny`` (the registry's 28x28 MeliusNet: growth 32, stem 32, blocks
    2/2/2/1, the ``small`` stem, "same"-padded transition pools) on the 60,000 training images
-   with the ``meliusnettiny_fashion_mnist`` recipe: RAdam lr 0.008 with a per-step cosine
+   with the ``meliusnettiny_fashion_mnist`` recipe: RAdam lr 0.016 with a per-step cosine
    decay, batch 128, 4 epochs, no augmentation;
 2. evaluates it on the 10,000 test images;
 3. converts it with LCE (float and int8 non-binary layers), verifies LCE against Keras on all
