@@ -393,3 +393,37 @@ def test_train_eval_and_calibrate_on_an_image_folder(tmp_path):
     assert evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     x = load_calibration(str(root), result["model"], limit=5)
     assert x.shape == (5, 32, 32, 3) and x.dtype == np.float32
+
+
+def test_tfds_datasets_hold_out_the_end_of_train(monkeypatch):
+    """CIFAR-10 and ImageNet through TFDS: ``train[:n]`` / ``train[n:]`` slices and the test
+    split (ImageNet's ``validation``), checked on a stand-in builder (no data offline)."""
+    import types
+
+    tfds = pytest.importorskip("tensorflow_datasets")
+    asked = []
+
+    class Builder:
+        info = types.SimpleNamespace(splits={
+            "train": types.SimpleNamespace(num_examples=50_000),
+            "test": types.SimpleNamespace(num_examples=10_000),
+            "validation": types.SimpleNamespace(num_examples=50_000),
+        })  # fmt: skip
+
+        def download_and_prepare(self, **kwargs):
+            pass
+
+        def as_dataset(self, split, as_supervised):
+            asked.append(split)
+            return tf.data.Dataset.from_tensors((tf.zeros((32, 32, 3), tf.uint8), 0))
+
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: Builder())
+    sizes = {
+        s: make_dataset("cifar10", s, batch_size=1)[1] for s in ("train", "validation", "test")
+    }
+    assert asked == ["train[:45000]", "train[45000:]", "test"]
+    assert sizes == {"train": 45_000, "validation": 5_000, "test": 10_000}
+    asked.clear()
+    make_dataset("imagenet2012", "test", batch_size=1, validation_fraction=0.01)
+    make_dataset("imagenet2012", "validation", batch_size=1, validation_fraction=0.01)
+    assert asked == ["validation", "train[49500:]"]
