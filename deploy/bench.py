@@ -17,6 +17,7 @@ from melius_larq._compat import tf
 from melius_larq.deploy.flatbuffer import load_flatbuffer
 
 __all__ = [
+    "benchmark_alternating",
     "benchmark_lce",
     "benchmark_tflite_float",
     "float_tflite",
@@ -58,6 +59,57 @@ def _time_calls(fn, *, runs: int, warmup: int, progress: str | None) -> dict:
         fn()
         times.append(time.perf_counter() - start)
     return timing_stats(times)
+
+
+def benchmark_alternating(
+    candidates: dict[str, tuple],
+    *,
+    rounds: int = 5,
+    runs: int = 20,
+    warmup: int = 3,
+    num_threads: int = 1,
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Latencies of several LCE flatbuffers that take turns, one thread count.
+
+    Each round times every candidate for ``runs`` calls, in turn, so that a slow phase of a
+    shared machine hits all of them; a candidate's result is the best of its ``rounds``
+    medians (interference only ever slows a run down).
+
+    Args:
+        candidates: ``{name: (flatbuffer, use_xnnpack)}``.
+        rounds: rounds of turns (>= 1).
+        runs, warmup: timed and untimed calls per candidate and round.
+        num_threads: interpreter threads.
+        progress: print one line per round.
+
+    Returns:
+        ``{name: {"best_median_ms", "medians_ms", "use_xnnpack"}}``.
+
+    Raises:
+        ValueError: for ``rounds`` < 1 (and, from the timing, ``runs`` < 1 or ``warmup`` < 0).
+    """
+    from melius_larq.deploy.verify import lce_interpreter
+
+    if rounds < 1:
+        raise ValueError(f"Expected rounds >= 1, but got {rounds}.")
+    calls = {}
+    for name, (buf, use_xnnpack) in candidates.items():
+        interpreter = lce_interpreter(load_flatbuffer(buf), num_threads=num_threads,
+                                      use_xnnpack=use_xnnpack)  # fmt: skip
+        x = np.zeros((1, *interpreter.input_shapes[0][1:]), dtype=interpreter.input_types[0])
+        calls[name] = lambda interp=interpreter, x=x: interp.predict(x)
+    medians = {name: [] for name in candidates}
+    for r in range(rounds):
+        for name, fn in calls.items():
+            medians[name].append(
+                _time_calls(fn, runs=runs, warmup=warmup, progress=None)["median_ms"]
+            )
+        if progress:
+            print(f"round {r + 1}/{rounds}: " + ", ".join(
+                f"{n} {m[-1]:.2f} ms" for n, m in medians.items()), flush=True)  # fmt: skip
+    return {name: {"best_median_ms": min(m), "medians_ms": m, "use_xnnpack": candidates[name][1]}
+            for name, m in medians.items()}  # fmt: skip
 
 
 def benchmark_lce(

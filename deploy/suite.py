@@ -10,7 +10,9 @@ x86) and medians of ``runs`` timed runs after warm-up, at 1 and 2 threads:
 plus flatbuffer sizes against the floor (1-bit binary + 8-bit other weights, and the
 authors' 1-bit + 32-bit accounting), LCE conversion times, ratios against larq_zoo MeliusNet22
 and MobileNet-v1, where the LCE time of melius_larq MeliusNet22 goes (per part, with the
-binary-MAC rate of an isolated binary convolution), and training throughput (batch 16, 224x224)
+binary-MAC rate of an isolated binary convolution), a head-to-head of MeliusNet22 as
+melius_larq deploys it (with and without XNNPACK) against larq_zoo's MeliusNet22 as LCE's own
+converter builds it, timed in alternating rounds, and training throughput (batch 16, 224x224)
 of melius_larq and larq_zoo MeliusNet22 in float32, mixed bfloat16 and with XLA. Writes
 ``bench.json``, ``bench.md`` and ``bench.png``.
 """
@@ -26,6 +28,7 @@ import numpy as np
 import melius_larq
 from melius_larq._compat import tf
 from melius_larq.deploy.bench import (
+    benchmark_alternating,
     benchmark_lce,
     benchmark_tflite_float,
     float_tflite,
@@ -86,6 +89,8 @@ def run_suite(
     training: bool = True,
     breakdown: bool = True,
     train_steps: int = 5,
+    head_to_head: bool = True,
+    rounds: int = 5,
 ) -> dict:
     """Runs the suite and writes its JSON, Markdown and PNG into ``out``."""
     out = Path(out)
@@ -139,6 +144,9 @@ def run_suite(
             }
         )
     result = {"machine": machine_info(), "runs": runs, "rows": rows, "sizes": sizes}
+    if head_to_head and "larq_zoo MeliusNet22" in builders:
+        result["head_to_head"] = run_head_to_head(out, builders, rounds=rounds, runs=runs,
+                                                  warmup=warmup)  # fmt: skip
     if breakdown:
         from melius_larq.deploy.breakdown import binary_conv_rate, latency_breakdown
 
@@ -166,6 +174,35 @@ def run_suite(
     _plot(result, out / "bench.png")
     print(md)
     return result
+
+
+def run_head_to_head(out: Path, builders: dict, *, rounds: int, runs: int, warmup: int) -> dict:
+    """MeliusNet22 as melius_larq deploys it against larq_zoo's MeliusNet22 as LCE converts it.
+
+    Both models get the same trained-like BatchNorm statistics (``randomize_batchnorm``, seed
+    0). Ours: :func:`convert_model`, run with and without XNNPACK for the float layers;
+    larq_zoo's: ``larq_compute_engine.convert_keras_model`` with its defaults, run without
+    XNNPACK (LCE's default). All with indirect BGEMM, one thread, timed in alternating rounds.
+    """
+    from larq_compute_engine import convert_keras_model
+
+    ours = convert_model(randomize_batchnorm(builders["melius_larq MeliusNet22"]()))
+    print("converting larq_zoo MeliusNet22 with LCE's convert_keras_model", flush=True)
+    peer = convert_keras_model(randomize_batchnorm(builders["larq_zoo MeliusNet22"]()))
+    write_atomic(peer, out / "larq_zoo_MeliusNet22_lce_default.tflite")
+    tf.keras.backend.clear_session()
+    timed = benchmark_alternating(
+        {
+            "melius_larq MeliusNet22 (XNNPACK)": (ours, True),
+            "melius_larq MeliusNet22": (ours, False),
+            "larq_zoo MeliusNet22 (LCE converter, default runtime)": (peer, False),
+        },
+        rounds=rounds, runs=runs, warmup=warmup, progress=True,
+    )  # fmt: skip
+    base = timed["larq_zoo MeliusNet22 (LCE converter, default runtime)"]["best_median_ms"]
+    for stats in timed.values():
+        stats["x_larq_zoo"] = stats["best_median_ms"] / base
+    return {"rounds": rounds, "runs": runs, "threads": 1, "models": timed}
 
 
 def format_suite(result: dict) -> str:
@@ -199,6 +236,16 @@ def format_suite(result: dict) -> str:
     for s in result["sizes"]:
         lines.append(f"| {s['model']} | {s['tflite_mib']:.2f} | {fmt(s['int8_tflite_mib'])} | "
                      f"{fmt(s['floor8_mib'])} | {fmt(s['floor_mib'])} | {s['convert_s']:.1f} |")  # fmt: skip
+    if "head_to_head" in result:
+        h = result["head_to_head"]
+        lines += ["", f"Head to head, 1 thread, {h['rounds']} alternating rounds of {h['runs']} "
+                  "runs (best median), same trained-like BatchNorm statistics:", "",
+                  "| model | XNNPACK | best median ms | round medians ms | x larq_zoo |",
+                  "| --- | --- | ---: | --- | ---: |"]  # fmt: skip
+        for name, t in h["models"].items():
+            rounds = ", ".join(f"{m:.1f}" for m in t["medians_ms"])
+            lines.append(f"| {name} | {'on' if t['use_xnnpack'] else 'off'} | "
+                         f"{t['best_median_ms']:.1f} | {rounds} | {t['x_larq_zoo']:.2f} |")  # fmt: skip
     if "breakdown" in result:
         from melius_larq.deploy.breakdown import format_breakdown
 
@@ -245,6 +292,10 @@ if __name__ == "__main__":
     parser.add_argument("--train-steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--no-training", action="store_true", help="skip training throughput")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the per-part breakdown")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating head-to-head rounds")
+    parser.add_argument("--no-head-to-head", action="store_true",
+                        help="skip the alternating MeliusNet22 comparison")  # fmt: skip
     args = parser.parse_args()
     run_suite(args.out, runs=args.runs, training=not args.no_training,
-              breakdown=not args.no_breakdown, train_steps=args.train_steps)  # fmt: skip
+              breakdown=not args.no_breakdown, train_steps=args.train_steps,
+              head_to_head=not args.no_head_to_head, rounds=args.rounds)  # fmt: skip

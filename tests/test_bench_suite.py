@@ -83,3 +83,48 @@ def test_suite_table_reports_ratios_against_the_peers():
     table = format_suite(result)
     assert "| melius_larq MeliusNet22 | LCE | 1 | 40.0 | 1.0 | 0.80 | 4.00 |" in table
     assert "| melius_larq MeliusNet22 | mixed_bfloat16 | no | 9.00 | 1778 | 2.25 |" in table
+
+
+def test_alternating_rounds_interleave_and_keep_the_best_median(monkeypatch):
+    from melius_larq.deploy import bench
+    from melius_larq.deploy.convert import convert_model
+
+    buf = convert_model(randomize_batchnorm(_tiny()))
+    order, scripted = [], iter([3.0, 5.0, 2.0, 6.0, 4.0, 4.0])
+
+    def fake_time_calls(fn, *, runs, warmup, progress):
+        fn()  # the interpreter really runs
+        order.append(fn)
+        return {"median_ms": next(scripted)}
+
+    monkeypatch.setattr(bench, "_time_calls", fake_time_calls)
+    result = bench.benchmark_alternating({"a": (buf, False), "b": (buf, True)}, rounds=3, runs=2)
+    assert order[0] is order[2] is order[4] and order[1] is order[3] is order[5]  # a, b, a, b...
+    assert result["a"] == {"best_median_ms": 2.0, "medians_ms": [3.0, 2.0, 4.0],
+                           "use_xnnpack": False}  # fmt: skip
+    assert result["b"]["best_median_ms"] == 4.0 and result["b"]["use_xnnpack"] is True
+    with pytest.raises(ValueError, match="rounds >= 1, but got 0"):
+        bench.benchmark_alternating({"a": (buf, False)}, rounds=0)
+
+
+def test_suite_table_shows_the_head_to_head():
+    result = {
+        "machine": {"cpu": "cpu", "cores": 2, "machine": "x86_64", "tensorflow": "2.16.2"},
+        "runs": 20, "rows": [], "sizes": [],
+        "head_to_head": {"rounds": 2, "runs": 20, "threads": 1, "models": {
+            "ours (XNNPACK)": {"best_median_ms": 44.0, "medians_ms": [44.0, 45.5],
+                               "use_xnnpack": True, "x_larq_zoo": 0.96},
+        }},
+    }  # fmt: skip
+    assert "| ours (XNNPACK) | on | 44.0 | 44.0, 45.5 | 0.96 |" in format_suite(result)
+
+
+def test_head_to_head_converts_the_peer_with_lces_converter(tmp_path):
+    from melius_larq.deploy.suite import run_head_to_head
+
+    builders = {"melius_larq MeliusNet22": _tiny, "larq_zoo MeliusNet22": _tiny}
+    result = run_head_to_head(tmp_path, builders, rounds=2, runs=2, warmup=0)
+    models = result["models"]
+    assert len(models) == 3 and all(len(m["medians_ms"]) == 2 for m in models.values())
+    assert models["larq_zoo MeliusNet22 (LCE converter, default runtime)"]["x_larq_zoo"] == 1.0
+    assert (tmp_path / "larq_zoo_MeliusNet22_lce_default.tflite").stat().st_size > 0
