@@ -295,7 +295,22 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5, help="alternating head-to-head rounds")
     parser.add_argument("--no-head-to-head", action="store_true",
                         help="skip the alternating MeliusNet22 comparison")  # fmt: skip
+    parser.add_argument("--head-to-head-only", action="store_true",
+                        help="run only the alternating MeliusNet22 comparison")  # fmt: skip
     args = parser.parse_args()
+    if args.head_to_head_only:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        builders = {"melius_larq MeliusNet22": lambda: melius_larq.MeliusNet22(input_shape=SHAPE),
+                    **_peers()}  # fmt: skip
+        if "larq_zoo MeliusNet22" not in builders:
+            raise SystemExit("error: the head-to-head needs larq_zoo (pip install larq-zoo).")
+        h2h = run_head_to_head(out, builders, rounds=args.rounds, runs=args.runs, warmup=3)
+        result = {"machine": machine_info(), "runs": args.runs, "rows": [], "sizes": [],
+                  "head_to_head": h2h}  # fmt: skip
+        write_atomic((json.dumps(result, indent=2) + "\n").encode(), out / "head_to_head.json")
+        print(format_suite(result))
+        raise SystemExit(0)
     run_suite(args.out, runs=args.runs, training=not args.no_training,
               breakdown=not args.no_breakdown, train_steps=args.train_steps,
               head_to_head=not args.no_head_to_head, rounds=args.rounds)  # fmt: skip
