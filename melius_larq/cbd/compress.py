@@ -6,6 +6,10 @@ state) whose Conv2D and Dense kernels are replaced by their CBD reconstructions
 ``W_hat = m S sum_i c 2^i B_i``; the input model is not modified. Biases, normalisation layers
 and excluded layers keep their float32 values and are listed in the report.
 
+``method="plain"`` runs the baseline instead: per-output-channel symmetric b-bit rounding
+(:mod:`melius_larq.cbd.plain`), with the same layer selection, the same report and the same
+bit accounting, so that the two can be compared at equal bits per weight.
+
 References:
     - [Composite Binary Decomposition Networks](https://arxiv.org/abs/1811.06668),
       Qiaoben et al., AAAI 2019.
@@ -29,8 +33,10 @@ from melius_larq.cbd.decompose import (
     _check_bottleneck,
     decompose_kernel,
 )
+from melius_larq.cbd.plain import PlainLayer, _check_plain_bits, quantize_kernel_plain
 
 __all__ = [
+    "METHODS",
     "CompressionReport",
     "Exclusion",
     "LayerReport",
@@ -38,6 +44,10 @@ __all__ = [
     "compressible_layers",
     "replace_kernels",
 ]
+
+METHODS = ("cbd", "plain")
+# CBD's two floats per layer, m and a, counted as float32 like the plain baseline's scales.
+CBD_SCALE_BITS = 64
 
 _NORMALIZATION = (
     tf.keras.layers.BatchNormalization,
@@ -77,16 +87,30 @@ class LayerReport:
         name: layer path.
         kind: ``"conv"`` or ``"dense"``.
         kernel_shape: Keras kernel shape.
-        matrix_shape: ``(h, w)`` of the CBD matrix.
-        bits: J.
-        a: the scale; ``a_s`` and ``a_i`` the top and bottom plane exponents.
-        rank_bound: ``floor(bottleneck * min(h, w))``, the search's budget for ``rank(R > a)``.
-        ranks: ``{i: r_i}`` GF(2) ranks of the planes ``i >= 0``.
-        storage: ``"factored"``, ``"dense"`` (fallback) or ``"mixed"`` (per-plane fallback).
-        weights: kernel size ``h w``; ``payload_bits`` the stored bits.
-        max_error, rms_error: of ``W - W_hat``; ``error_bound`` is ``m D``.
+        matrix_shape: ``(h, w)`` of the CBD matrix (for ``"plain"`` the same matricization,
+            for comparison).
+        bits: J for ``"cbd"``, b for ``"plain"``.
+        a: the scale; ``a_s`` and ``a_i`` the top and bottom plane exponents (None for
+            ``"plain"``).
+        rank_bound: ``floor(bottleneck * min(h, w))``, the search's budget for ``rank(R > a)``
+            (None for ``"plain"``).
+        ranks: ``{i: r_i}`` GF(2) ranks of the planes ``i >= 0`` (empty for ``"plain"``).
+        storage: ``"factored"``, ``"dense"`` (fallback) or ``"mixed"`` (per-plane fallback);
+            always ``"dense"`` for ``"plain"``.
+        weights: kernel size ``h w``; ``payload_bits`` the stored bits of the codes: sign,
+            dense planes and GF(2) factors for ``"cbd"``, ``b`` per weight for ``"plain"``.
+        max_error, rms_error: of ``W - W_hat``; ``error_bound`` is ``m D`` (``"cbd"``) or
+            ``max_c s_c / 2`` (``"plain"``).
         bias_params: float32 bias parameters of the layer (not compressed).
         two_conv: result of the optional integer-exactness check, else None.
+        method: ``"cbd"`` or ``"plain"``.
+        scale_bits: the layer's float32 constants: 64 for CBD's ``m`` and ``a``, 32 per output
+            channel for the plain scales. Not part of ``payload_bits``.
+        dense_bits: what the same codes cost with every plane stored densely: ``h w (J + 1)``
+            for ``"cbd"`` (sign + J planes), ``h w b`` for ``"plain"``.
+        factor_bits: ``sum r_i (h + w)`` over the planes stored as GF(2) factors.
+        factored_planes: exponents of the planes stored as GF(2) factors (``a_s`` down to 0
+            when the layer is factored, none in the dense fallback).
     """
 
     name: str
@@ -94,10 +118,10 @@ class LayerReport:
     kernel_shape: tuple[int, ...]
     matrix_shape: tuple[int, int]
     bits: int
-    a: float
-    a_s: int
-    a_i: int
-    rank_bound: int
+    a: float | None
+    a_s: int | None
+    a_i: int | None
+    rank_bound: int | None
     ranks: dict[int, int]
     storage: str
     weights: int
@@ -107,17 +131,47 @@ class LayerReport:
     error_bound: float
     bias_params: int
     two_conv: dict | None = None
+    method: str = "cbd"
+    scale_bits: int = 0
+    dense_bits: int = 0
+    factor_bits: int = 0
+    factored_planes: tuple[int, ...] = ()
 
     @property
     def bits_per_weight(self) -> float:
+        """Payload bits per weight (the paper's figure: the float constants not counted)."""
         return self.payload_bits / self.weights
+
+    @property
+    def bits_per_weight_with_scales(self) -> float:
+        """Payload and float32 constants (``scale_bits``) per weight."""
+        return (self.payload_bits + self.scale_bits) / self.weights
+
+    @property
+    def saved_bits(self) -> int:
+        """``dense_bits - payload_bits``: what GF(2) factoring saves over dense planes.
+
+        An empty factored plane (rank 0) saves a whole plane; with ``a_s = 0`` that happens
+        when the search returns ``a = 1``, and then the layer's top magnitude plane carries no
+        information, so the saving comes with one effective magnitude bit fewer.
+        """
+        return self.dense_bits - self.payload_bits
+
+    @property
+    def factoring_engaged(self) -> bool:
+        """Whether a plane stored as GF(2) factors has a rank above 0."""
+        return any(self.ranks.get(i, 0) > 0 for i in self.factored_planes)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["kernel_shape"] = list(self.kernel_shape)
         out["matrix_shape"] = list(self.matrix_shape)
         out["ranks"] = {str(i): r for i, r in self.ranks.items()}
+        out["factored_planes"] = list(self.factored_planes)
         out["bits_per_weight"] = self.bits_per_weight
+        out["bits_per_weight_with_scales"] = self.bits_per_weight_with_scales
+        out["saved_bits"] = self.saved_bits
+        out["factoring_engaged"] = self.factoring_engaged
         if self.two_conv is not None:
             out["two_conv"] = {
                 **self.two_conv,
@@ -132,26 +186,32 @@ class CompressionReport:
 
     ``str(report)`` is a Markdown table; ``to_dict()``/``to_json()`` give the same numbers.
     ``decompositions`` holds the :class:`~melius_larq.cbd.decompose.LayerCBD` of every
-    compressed layer (planes and factors), used by ``save_cbd`` and ``export_tflite``.
+    compressed layer (planes and factors), used by ``save_cbd`` and ``export_tflite``; for
+    ``method="plain"`` it holds :class:`~melius_larq.cbd.plain.PlainLayer` objects (codes and
+    scales), which those two functions refuse.
 
     Attributes:
         model_name: name of the input model.
-        bits: J.
-        bottleneck: the ratio used by the scale search.
-        fallback: ``"layer"`` or ``"plane"``.
+        bits: J for ``"cbd"``, b for ``"plain"``.
+        bottleneck: the ratio used by the scale search (None for ``"plain"``).
+        fallback: ``"layer"`` or ``"plane"`` (None for ``"plain"``).
         layers: one :class:`LayerReport` per compressed kernel, in model order.
         excluded: one :class:`Exclusion` per layer with weights that was left alone.
         float_params: parameters kept in float32 (biases, normalisation, excluded layers).
+        method: ``"cbd"`` or ``"plain"``.
     """
 
     model_name: str
     bits: int
-    bottleneck: float
-    fallback: str
+    bottleneck: float | None
+    fallback: str | None
     layers: tuple[LayerReport, ...]
     excluded: tuple[Exclusion, ...]
     float_params: int
-    decompositions: Mapping[str, LayerCBD] = dataclasses.field(repr=False, compare=False)
+    decompositions: Mapping[str, LayerCBD | PlainLayer] = dataclasses.field(
+        repr=False, compare=False
+    )
+    method: str = "cbd"
 
     @property
     def total_weights(self) -> int:
@@ -162,19 +222,39 @@ class CompressionReport:
         return sum(layer.payload_bits for layer in self.layers)
 
     @property
+    def total_scale_bits(self) -> int:
+        return sum(layer.scale_bits for layer in self.layers)
+
+    @property
     def bits_per_weight(self) -> float:
         """Network bits/weight: stored bits over weights of the compressed kernels only."""
         return self.total_bits / self.total_weights
 
+    @property
+    def bits_per_weight_with_scales(self) -> float:
+        """Like ``bits_per_weight``, with the layers' float32 constants counted too."""
+        return (self.total_bits + self.total_scale_bits) / self.total_weights
+
+    @property
+    def saved_bits(self) -> int:
+        """Bits the GF(2) factoring saves over storing every plane densely (0 for plain)."""
+        return sum(layer.saved_bits for layer in self.layers)
+
     def to_dict(self) -> dict:
         return {
             "model": self.model_name,
+            "method": self.method,
             "bits": self.bits,
             "bottleneck": self.bottleneck,
             "fallback": self.fallback,
             "bits_per_weight": self.bits_per_weight,
+            "bits_per_weight_with_scales": self.bits_per_weight_with_scales,
             "total_weights": self.total_weights,
             "total_bits": self.total_bits,
+            "total_scale_bits": self.total_scale_bits,
+            "saved_bits": self.saved_bits,
+            "layers_factoring_engaged": [r.name for r in self.layers if r.factoring_engaged],
+            "layers_a_s_above_0": [r.name for r in self.layers if (r.a_s or 0) > 0],
             "float_params": self.float_params,
             "layers": [layer.to_dict() for layer in self.layers],
             "excluded": [dataclasses.asdict(e) for e in self.excluded],
@@ -183,26 +263,27 @@ class CompressionReport:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
-    def format_table(self) -> str:
-        """The report as a Markdown table with a summary below it."""
+    def _cbd_table(self) -> list[str]:
         check = any(layer.two_conv is not None for layer in self.layers)
         head = (
-            "| layer | kind | matrix | a | a_s | ranks i>=0 (budget) | storage | bits/w "
-            "| max err | rms err | bound mD |" + (" two-conv |" if check else "")
+            "| layer | kind | matrix | a | a_s | ranks i>=0 (budget) | storage | factor bits "
+            "| saved bits/w | bits/w | max err | rms err | bound mD |"
+            + (" two-conv |" if check else "")
         )
         lines = [
             f"{self.model_name}: CBD with J={self.bits}, bottleneck={self.bottleneck:g}, "
             f"fallback={self.fallback}",
             "",
             head,
-            "| --- | --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |"
-            + (" --- |" if check else ""),
+            "| --- | --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: "
+            "| ---: |" + (" --- |" if check else ""),
         ]
         for r in self.layers:
             ranks = " ".join(f"{i}:{n}" for i, n in r.ranks.items())
             row = (
                 f"| {r.name} | {r.kind} | {r.matrix_shape[0]}x{r.matrix_shape[1]} | {r.a:.4g} "
-                f"| {r.a_s} | {ranks} ({r.rank_bound}) | {r.storage} | {r.bits_per_weight:.3f} "
+                f"| {r.a_s} | {ranks} ({r.rank_bound}) | {r.storage} | {r.factor_bits} "
+                f"| {r.saved_bits / r.weights:.3f} | {r.bits_per_weight:.3f} "
                 f"| {r.max_error:.3g} | {r.rms_error:.3g} | {r.error_bound:.3g} |"
             )
             if check:
@@ -211,14 +292,53 @@ class CompressionReport:
                 )
                 row += f" {verdict} |"
             lines.append(row)
+        engaged = sum(r.factoring_engaged for r in self.layers)
+        raised = sum((r.a_s or 0) > 0 for r in self.layers)
         lines += [
             "",
             f"Network: {self.bits_per_weight:.4f} bits/weight over {self.total_weights:,} "
             f"kernel weights in {len(self.layers)} layers (sign + dense planes + GF(2) factors; "
-            "the per-layer floats m and a are not counted).",
-            f"Kept in float32: {self.float_params:,} parameters (biases, normalisation, "
-            "excluded layers).",
+            f"{self.bits_per_weight_with_scales:.4f} with the per-layer floats m and a as "
+            "float32).",
+            f"Factoring: a factored plane of rank > 0 in {engaged} of {len(self.layers)} "
+            f"layers, a_s > 0 in {raised}; it saves {self.saved_bits:,} bits "
+            f"({self.saved_bits / self.total_weights:.4f} bits/weight) against storing all "
+            f"J+1 planes densely.",
         ]
+        return lines
+
+    def _plain_table(self) -> list[str]:
+        levels = 2 ** (self.bits - 1) - 1
+        lines = [
+            f"{self.model_name}: plain per-output-channel rounding with b={self.bits} "
+            f"(integer levels -{levels}..{levels}, one float32 scale per channel)",
+            "",
+            "| layer | kind | kernel | channels | bits/w | with scales | max err | rms err "
+            "| bound s/2 |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in self.layers:
+            lines.append(
+                f"| {r.name} | {r.kind} | {'x'.join(map(str, r.kernel_shape))} "
+                f"| {r.scale_bits // 32} | {r.bits_per_weight:.3f} "
+                f"| {r.bits_per_weight_with_scales:.3f} | {r.max_error:.3g} "
+                f"| {r.rms_error:.3g} | {r.error_bound:.3g} |"
+            )
+        lines += [
+            "",
+            f"Network: {self.bits_per_weight:.4f} bits/weight over {self.total_weights:,} "
+            f"kernel weights in {len(self.layers)} layers ({self.bits_per_weight_with_scales:.4f} "
+            "with the float32 scales).",
+        ]
+        return lines
+
+    def format_table(self) -> str:
+        """The report as a Markdown table with a summary below it."""
+        lines = self._cbd_table() if self.method == "cbd" else self._plain_table()
+        lines.append(
+            f"Kept in float32: {self.float_params:,} parameters (biases, normalisation, "
+            "excluded layers)."
+        )
         if self.excluded:
             lines.append("Excluded:")
             lines += [
@@ -346,53 +466,171 @@ def replace_kernels(model: tf.keras.Model, kernels: Mapping[str, np.ndarray]) ->
     return clone
 
 
+def _check_method_options(method, bits, bottleneck, fallback, check_two_conv):
+    """Validated ``(bits, bottleneck, fallback)`` for ``method``; ValueError otherwise."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"Expected `method` to be one of {METHODS}, but got {method!r}.")
+    if method == "plain":
+        bits = _check_plain_bits(bits)
+        given = {
+            name: value
+            for name, value in (
+                ("bottleneck", bottleneck),
+                ("fallback", fallback),
+                ("check_two_conv", check_two_conv or None),
+            )
+            if value is not None
+        }
+        if given:
+            raise ValueError(
+                f"{', '.join(f'`{k}`' for k in given)} "
+                f"{'applies' if len(given) == 1 else 'apply'} to method='cbd' only, but got "
+                f"{', '.join(f'{k}={v!r}' for k, v in given.items())} with method='plain'."
+            )
+        return bits, None, None
+    bits = _check_bits(bits)
+    if bottleneck is None:
+        raise ValueError("Expected a `bottleneck` in (0, 1] for method='cbd', but got None.")
+    bottleneck = _check_bottleneck(bottleneck)
+    fallback = "layer" if fallback is None else fallback
+    if fallback not in FALLBACKS:
+        raise ValueError(f"Expected `fallback` to be one of {FALLBACKS}, but got {fallback!r}.")
+    return bits, bottleneck, fallback
+
+
+def _cbd_layer_report(path, kind, layer, cbd: LayerCBD, bottleneck, check_two_conv):
+    g = cbd.grid
+    h, w = cbd.shape
+    factored = tuple(p.exponent for p in cbd.planes if p.factored)
+    storage = {p.factored for p in cbd.planes if p.exponent >= 0}
+    two_conv = None
+    if check_two_conv:
+        from melius_larq.cbd.exactness import layer_integer_exactness
+
+        two_conv = layer_integer_exactness(cbd)
+    return LayerReport(
+        name=path,
+        kind=kind,
+        kernel_shape=tuple(int(d) for d in cbd.kernel_shape),
+        matrix_shape=cbd.shape,
+        bits=cbd.bits,
+        a=cbd.a,
+        a_s=g["a_s"],
+        a_i=g["a_i"],
+        rank_bound=int(np.floor(bottleneck * min(cbd.shape))),
+        ranks=cbd.ranks(),
+        storage="mixed" if len(storage) == 2 else "factored" if True in storage else "dense",
+        weights=cbd.size,
+        payload_bits=cbd.payload_bits(),
+        max_error=cbd.error["max"],
+        rms_error=cbd.error["rms"],
+        error_bound=cbd.bound,
+        bias_params=_count(layer.weights) - cbd.size,
+        two_conv=two_conv,
+        method="cbd",
+        scale_bits=CBD_SCALE_BITS,
+        dense_bits=cbd.size * (cbd.bits + 1),
+        factor_bits=sum(p.rank * (h + w) for p in cbd.planes if p.factored),
+        factored_planes=factored,
+    )
+
+
+def _plain_layer_report(path, kind, layer, plain: PlainLayer):
+    matrix_shape = (
+        (
+            plain.kernel_shape[3] * plain.kernel_shape[0],
+            plain.kernel_shape[2] * plain.kernel_shape[1],
+        )
+        if len(plain.kernel_shape) == 4
+        else (plain.kernel_shape[1], plain.kernel_shape[0])
+    )
+    return LayerReport(
+        name=path,
+        kind=kind,
+        kernel_shape=plain.kernel_shape,
+        matrix_shape=matrix_shape,
+        bits=plain.bits,
+        a=None,
+        a_s=None,
+        a_i=None,
+        rank_bound=None,
+        ranks={},
+        storage="dense",
+        weights=plain.size,
+        payload_bits=plain.payload_bits(),
+        max_error=plain.error["max"],
+        rms_error=plain.error["rms"],
+        error_bound=plain.bound,
+        bias_params=_count(layer.weights) - plain.size,
+        method="plain",
+        scale_bits=plain.scale_bits(),
+        dense_bits=plain.payload_bits(),
+    )
+
+
 def compress_model(
     model: tf.keras.Model,
     *,
     bits: int,
-    bottleneck: float,
+    bottleneck: float | None = None,
+    method: str = "cbd",
     layers: Sequence[str] | Callable[[tf.keras.layers.Layer], bool] | None = None,
     exclude: Sequence[str] = (),
-    fallback: str = "layer",
+    fallback: str | None = None,
     check_two_conv: bool = False,
 ) -> tuple[tf.keras.Model, CompressionReport]:
-    """Compresses the Conv2D and Dense kernels of a model with CBD.
+    """Compresses the Conv2D and Dense kernels of a model with CBD (or the plain baseline).
 
-    Each kernel is matricized (Conv2D ``(kh, kw, cin, cout) -> (cout kh, cin kw)``, Dense
-    transposed), composed into a sign plane and J magnitude planes with a scale ``a`` found by
-    binary search from ``bottleneck``, and its planes ``i >= 0`` are factored exactly over
-    GF(2). Normalisation layers, biases, kernels already quantized (larq) and other layer types
-    are left in float32 and listed in ``report.excluded``.
+    With ``method="cbd"`` each kernel is matricized (Conv2D ``(kh, kw, cin, cout) ->
+    (cout kh, cin kw)``, Dense transposed), composed into a sign plane and J magnitude planes
+    with a scale ``a`` found by binary search from ``bottleneck``, and its planes ``i >= 0``
+    are factored exactly over GF(2). With ``method="plain"`` each kernel is rounded to b-bit
+    integers ``-(2^(b-1) - 1) .. 2^(b-1) - 1`` with one float32 scale ``max|W_c| /
+    (2^(b-1) - 1)`` per output channel (:mod:`melius_larq.cbd.plain`): b-bit plain rounding
+    has the levels and the dense storage cost of CBD with ``J = b - 1``. Normalisation layers,
+    biases, kernels already quantized (larq) and other layer types are left in float32 and
+    listed in ``report.excluded``; both methods select the same layers.
+
+    Bits are accounted the same way for both: ``report.bits_per_weight`` counts the stored
+    codes (CBD: sign, dense planes and factors; plain: b bits per weight), and
+    ``report.bits_per_weight_with_scales`` adds each layer's float32 constants (CBD: ``m``
+    and ``a``, 64 bits per layer; plain: 32 bits per output channel).
 
     Example:
         >>> small, report = compress_model(model, bits=6, bottleneck=0.2)  # doctest: +SKIP
+        >>> base, plain = compress_model(model, bits=7, method="plain")  # doctest: +SKIP
         >>> print(report)  # doctest: +SKIP
 
     Args:
         model: a built functional or Sequential ``tf.keras.Model``; not modified.
-        bits: J, magnitude planes per weight, 1..8 (the sign is one more plane).
-        bottleneck: rank budget of the high planes as a fraction of ``min(h, w)``, in (0, 1].
+        bits: for ``"cbd"``, J, magnitude planes per weight, 1..8 (the sign is one more
+            plane); for ``"plain"``, b, bits per weight including the sign, 2..8.
+        bottleneck: rank budget of the high planes as a fraction of ``min(h, w)``, in (0, 1];
+            required for ``"cbd"``, not accepted for ``"plain"``.
+        method: ``"cbd"`` (default) or ``"plain"``.
         layers: glob patterns of the layer paths to compress (a selected layer that cannot be
             compressed is an error), or a predicate on layers; None selects every Conv2D and
             Dense layer.
         exclude: glob patterns of layer paths to leave uncompressed.
         fallback: ``"layer"`` (the paper's all-dense fallback when the factors cost more than
-            one dense plane) or ``"plane"`` (each high plane stored the cheaper way).
+            one dense plane; the default for ``"cbd"``) or ``"plane"`` (each high plane stored
+            the cheaper way). CBD only.
         check_two_conv: also run the integer-exactness check of
-            :func:`~melius_larq.cbd.exactness.layer_integer_exactness` on every layer.
+            :func:`~melius_larq.cbd.exactness.layer_integer_exactness` on every layer. CBD
+            only.
 
     Returns:
         ``(new_model, report)``.
 
     Raises:
-        ValueError: for ``bits`` outside 1..8, ``bottleneck`` outside (0, 1], an unknown
-            ``fallback``, a pattern that matches no layer, non-finite weights (naming the
-            layer), or a model with nothing to compress.
+        ValueError: for an unknown ``method``, ``bits`` outside 1..8 (CBD) or 2..8 (plain),
+            a missing or out-of-range ``bottleneck`` for CBD, CBD-only options given with
+            ``method="plain"``, an unknown ``fallback``, a pattern that matches no layer,
+            non-finite weights (naming the layer), or a model with nothing to compress.
     """
-    bits = _check_bits(bits)
-    bottleneck = _check_bottleneck(bottleneck)
-    if fallback not in FALLBACKS:
-        raise ValueError(f"Expected `fallback` to be one of {FALLBACKS}, but got {fallback!r}.")
+    bits, bottleneck, fallback = _check_method_options(
+        method, bits, bottleneck, fallback, check_two_conv
+    )
     if not isinstance(model, tf.keras.Model):
         raise ValueError(f"Expected a tf.keras.Model, but got {type(model).__name__}.")
     chosen, excluded = _select(model, layers, exclude)
@@ -411,48 +649,21 @@ def compress_model(
                 "finite weights."
             )
 
-    if check_two_conv:
-        from melius_larq.cbd.exactness import layer_integer_exactness
-
-    decompositions: dict[str, LayerCBD] = {}
+    decompositions: dict[str, LayerCBD | PlainLayer] = {}
     reports = []
-    bias_total = 0
     for path, kind, layer in chosen:
-        cbd = decompose_kernel(
-            layer.kernel.numpy(), bits, bottleneck=bottleneck, fallback=fallback, name=path
-        )
-        decompositions[path] = cbd
-        storage = {p.factored for p in cbd.planes if p.exponent >= 0}
-        bias = _count(layer.weights) - int(np.prod(layer.kernel.shape))
-        bias_total += bias
-        g = cbd.grid
-        reports.append(
-            LayerReport(
-                name=path,
-                kind=kind,
-                kernel_shape=tuple(int(d) for d in cbd.kernel_shape),
-                matrix_shape=cbd.shape,
-                bits=bits,
-                a=cbd.a,
-                a_s=g["a_s"],
-                a_i=g["a_i"],
-                rank_bound=int(np.floor(bottleneck * min(cbd.shape))),
-                ranks=cbd.ranks(),
-                storage="mixed"
-                if len(storage) == 2
-                else "factored"
-                if True in storage
-                else "dense",
-                weights=cbd.size,
-                payload_bits=cbd.payload_bits(),
-                max_error=cbd.error["max"],
-                rms_error=cbd.error["rms"],
-                error_bound=cbd.bound,
-                bias_params=bias,
-                two_conv=layer_integer_exactness(cbd) if check_two_conv else None,
+        kernel = layer.kernel.numpy()
+        if method == "plain":
+            plain = quantize_kernel_plain(kernel, bits, name=path)
+            decompositions[path] = plain
+            reports.append(_plain_layer_report(path, kind, layer, plain))
+        else:
+            cbd = decompose_kernel(
+                kernel, bits, bottleneck=bottleneck, fallback=fallback, name=path
             )
-        )
-    new_model = replace_kernels(model, {path: cbd.kernel() for path, cbd in decompositions.items()})
+            decompositions[path] = cbd
+            reports.append(_cbd_layer_report(path, kind, layer, cbd, bottleneck, check_two_conv))
+    new_model = replace_kernels(model, {path: d.kernel() for path, d in decompositions.items()})
     report = CompressionReport(
         model_name=model.name,
         bits=bits,
@@ -460,7 +671,8 @@ def compress_model(
         fallback=fallback,
         layers=tuple(reports),
         excluded=tuple(excluded),
-        float_params=bias_total + sum(e.params for e in excluded),
+        float_params=sum(r.bias_params for r in reports) + sum(e.params for e in excluded),
         decompositions=decompositions,
+        method=method,
     )
     return new_model, report

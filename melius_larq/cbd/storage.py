@@ -73,10 +73,19 @@ def _layer_bits(layer: LayerCBD) -> np.ndarray:
 
 def _layers_of(source) -> list[LayerCBD]:
     if isinstance(source, CompressionReport):
-        return list(source.decompositions.values())
-    if isinstance(source, Mapping):
-        return list(source.values())
-    return list(source)
+        layers = list(source.decompositions.values())
+    elif isinstance(source, Mapping):
+        layers = list(source.values())
+    else:
+        layers = list(source)
+    for layer in layers:
+        if not isinstance(layer, LayerCBD):
+            raise ValueError(
+                "A .cbd file stores CBD decompositions, but got a "
+                f"{type(layer).__name__} for layer {getattr(layer, 'name', '?')!r} (a "
+                "method='plain' report has no planes to store)."
+            )
+    return layers
 
 
 def save_cbd(
@@ -91,6 +100,10 @@ def save_cbd(
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: for nothing to save or layers that are not CBD decompositions (a
+            ``method="plain"`` report).
     """
     layers = _layers_of(source)
     if not layers:

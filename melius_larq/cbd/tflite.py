@@ -122,9 +122,13 @@ def export_tflite(
         The :class:`TFLiteExport`.
 
     Raises:
-        ValueError: for J > 7 (codes beyond int8) or when a compressed kernel cannot be
-            found in the converted graph.
+        ValueError: for a report that is not CBD's, J > 7 (codes beyond int8) or when a
+            compressed kernel cannot be found in the converted graph.
     """
+    if report.method != "cbd":
+        raise ValueError(
+            f"export_tflite writes CBD codes, but got a report of method={report.method!r}."
+        )
     if report.bits > EXACT_INT8_MAX_BITS:
         raise ValueError(
             f"int8 export is exact only for J <= {EXACT_INT8_MAX_BITS} (codes up to 127), "
