@@ -4,7 +4,8 @@ Importing this package selects Keras 2 (tf_keras) for TensorFlow, which larq nee
 before TensorFlow, then ``import tensorflow as tf`` as usual. Sub-packages: ``melius_larq.bnnplus``
 (BNN+ training), ``melius_larq.cbd`` (composite binary decomposition), ``melius_larq.deploy``
 (LCE conversion, verification, benchmarks), ``melius_larq.zoo`` (datasets, recipes, training),
-``melius_larq.float_models`` (float ResNet-18 and MobileNet-v1: teachers and baselines);
+``melius_larq.float_models`` (float ResNet-18 and MobileNet-v1: teachers and baselines),
+``melius_larq.binarynet`` (BinaryNetSmall, the BNN baseline of BNN+);
 the command line is ``melius-larq`` (``python -m melius_larq``).
 """
 
@@ -13,11 +14,13 @@ from melius_larq import (
     float_models,
 )
 from melius_larq.accounting import summary
+from melius_larq.binarynet import BinaryNetSmall
 from melius_larq.bnnplus import (
     BetaScheduler,
     BNNPlusConfig,
     BNNPlusConv2D,
     BNNPlusDense,
+    BNNPlusDiagnostics,
     RegularizationScheduler,
     SignSwish,
     linear_schedule,
@@ -51,10 +54,12 @@ __all__ = [
     "BNNPlusConfig",
     "BNNPlusConv2D",
     "BNNPlusDense",
+    "BNNPlusDiagnostics",
     "BetaScheduler",
     "BinaryDenseNet28",
     "BinaryDenseNet37",
     "BinaryDenseNet45",
+    "BinaryNetSmall",
     "ChannelShift",
     "DistillationLoss",
     "float_models",

@@ -219,6 +219,7 @@ class _Builder:
             return self.bnn_plus.conv2d(
                 self.spec.growth_rate,
                 3,
+                activation_clip=p.activation_clip,
                 kernel_clip=p.kernel_clip,
                 weight_clip=p.weight_clip,
                 padding="same",
@@ -450,6 +451,8 @@ def build_model(
             "model (it has extra alpha, lambda and beta variables); build it with "
             "binarization='ste', or pass a weights file saved from a BNN+ model."
         )
+    if bnn_plus_config is not None:
+        bnn_plus_config.check_network(f"preset={p.name!r}", kernel_clip=p.kernel_clip)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"Expected `num_classes` to be a positive int, but got {num_classes!r}.")
     if input_tensor is not None and input_shape is None:

@@ -1,7 +1,10 @@
 """The model registry and the public, keyword-only builders.
 
 Every builder is generated from one row of :data:`melius_larq.models.VARIANTS`, so the
-numbers live in one table and every builder has the same signature.
+numbers live in one table and every builder has the same signature. The paper-baseline
+networks of :data:`melius_larq.binarynet.BASELINES` (``BinaryNetSmall``) are built by name
+too, but listed only with ``list_models(baselines=True)``: they are not MeliusNet variants
+(no stems, presets, variant numbers or weights).
 
 Example:
     >>> import melius_larq
@@ -18,6 +21,7 @@ import fnmatch
 from collections.abc import Callable, Sequence
 
 from melius_larq._compat import tf
+from melius_larq.binarynet import BASELINES
 from melius_larq.bnnplus import BNNPlusConfig
 from melius_larq.models import VARIANTS, VariantSpec, build_model
 
@@ -54,9 +58,11 @@ _DOC = """Instantiates the {name} architecture ({kind}).
             scales α and the scale regularizer in ``model.losses``).
         bnn_plus: options of ``binarization="bnn+"``: a
             :class:`melius_larq.bnnplus.BNNPlusConfig` or a dict of its fields
-            (``regularizer``, ``reg_lambda``, ``alpha_sharing``, ``alpha_in_forward``,
-            ``beta``, ``train_beta``, ``beta_range``, ``weight_estimator``,
-            ``weight_clip``). Defaults to ``BNNPlusConfig()``.
+            (``activation_estimator``, ``activation_clip``, ``beta``, ``train_beta``,
+            ``beta_end``, ``beta_ramp_epochs``, ``beta_range``, ``weight_estimator``,
+            ``weight_clip``, ``alpha_sharing``, ``alpha_in_forward``, ``regularizer``,
+            ``reg_lambda``, ``reduction``). Defaults to ``BNNPlusConfig()``; the preset's
+            activation STE clip is used where the options leave it open.
 
     Returns:
         A ``tf.keras.Model``.
@@ -135,39 +141,55 @@ _BUILDERS: dict[str, Callable[..., tf.keras.Model]] = {
 }
 
 
-def list_models(filter: str = "") -> list[str]:  # noqa: A002  (timm's name)
-    """Names of the registered models, optionally filtered by a glob such as ``"Melius*"``."""
-    names = list(_BUILDERS)
+def list_models(filter: str = "", *, baselines: bool = False) -> list[str]:  # noqa: A002
+    """Names of the registered models, optionally filtered by a glob such as ``"Melius*"``.
+
+    Args:
+        filter: a case-insensitive glob (timm's name for it); empty lists every model.
+        baselines: also list the paper-baseline networks of
+            :data:`melius_larq.binarynet.BASELINES` (after the MeliusNet family).
+    """
+    names = list(_BUILDERS) + (list(BASELINES) if baselines else [])
     if filter:
         names = [n for n in names if fnmatch.fnmatch(n.lower(), filter.lower())]
     return names
 
 
 def _canonical(name: str) -> str:
-    lookup = {n.lower(): n for n in _BUILDERS}
+    lookup = {n.lower(): n for n in (*_BUILDERS, *BASELINES)}
     if not isinstance(name, str) or name.lower() not in lookup:
-        raise ValueError(f"Unknown model {name!r}; expected one of: {', '.join(_BUILDERS)}.")
+        raise ValueError(
+            f"Unknown model {name!r}; expected one of: {', '.join((*_BUILDERS, *BASELINES))}."
+        )
     return lookup[name.lower()]
 
 
 def get_model_spec(name: str) -> VariantSpec:
-    """The :class:`VariantSpec` row of a registered model (case-insensitive name)."""
-    return VARIANTS[_canonical(name)]
+    """The :class:`VariantSpec` row of a registered model (case-insensitive name).
+
+    Raises:
+        ValueError: for an unknown name, or a baseline network (which has no variant row).
+    """
+    canonical = _canonical(name)
+    if canonical in BASELINES:
+        raise ValueError(f"{canonical} is a baseline network, not a MeliusNet variant.")
+    return VARIANTS[canonical]
 
 
 def create_model(name: str, **kwargs) -> tf.keras.Model:
-    """Builds a registered model by name; ``kwargs`` go to its builder.
+    """Builds a registered (or baseline) model by name; ``kwargs`` go to its builder.
 
     Arguments whose value is ``None`` are dropped, so one command line can drive every model.
 
     Raises:
         ValueError: for an unknown name (the message lists the valid ones).
     """
-    builder = _BUILDERS[_canonical(name)]
+    builder = get_builder(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "classifier_activation"}
     return builder(**kwargs)
 
 
 def get_builder(name: str) -> Callable[..., tf.keras.Model]:
-    """The public builder function of a registered model."""
-    return _BUILDERS[_canonical(name)]
+    """The public builder function of a registered (or baseline) model."""
+    canonical = _canonical(name)
+    return _BUILDERS.get(canonical) or BASELINES[canonical]

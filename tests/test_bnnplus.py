@@ -170,13 +170,15 @@ def _conv(**kwargs):
     return layer
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("regularizer", ["manhattan", "euclidean"])
-def test_loss_is_lambda_times_regularizer_on_the_latent_weights(regularizer):
-    layer = _conv(regularizer=regularizer, reg_lambda=0.01)
+def test_loss_is_lambda_times_regularizer_on_the_latent_weights(regularizer, reduction):
+    layer = _conv(regularizer=regularizer, reg_lambda=0.01, reduction=reduction)
     (loss,) = layer.losses
     latent = layer.kernel.latent_variable.numpy()
     d = layer.alpha.numpy() - np.abs(latent)
-    r = np.abs(d).sum() if regularizer == "manhattan" else (d**2).sum()
+    per_weight = np.abs(d) if regularizer == "manhattan" else d**2
+    r = per_weight.mean() if reduction == "mean" else per_weight.sum()
     assert float(loss) == pytest.approx(0.01 * r, rel=1e-5)
     # Perturb one weight without changing its sign: the binary kernel is unchanged, the loss not.
     index = np.unravel_index(np.argmax(np.abs(latent)), latent.shape)
@@ -217,11 +219,12 @@ def test_alpha_gets_a_nonzero_gradient(regularizer):
         reg = tf.add_n(layer.losses)
     assert np.all(tape.gradient(task, layer.alpha).numpy() != 0)  # through α · sign(w)
     reg_grad = tape.gradient(reg, layer.alpha).numpy()
-    if regularizer == "manhattan":  # λ Σ sign(α − |w|): mean |w| is not the median
+    if regularizer == "manhattan":  # λ mean sign(α − |w|): mean |w| is not the median
         d = layer.alpha.numpy() - np.abs(layer.kernel.latent_variable.numpy())
-        expected = layer.reg_lambda * np.sign(d).sum(axis=(0, 1, 2))
-        # exact multiples of λ, summed in float32: λ/1000 tells every count apart
-        np.testing.assert_allclose(reg_grad, expected, atol=layer.reg_lambda / 1000, rtol=0)
+        step = layer.reg_lambda / d.size  # the mean divides each weight's term by the count
+        expected = step * np.sign(d).sum(axis=(0, 1, 2))
+        # exact multiples of λ/n, summed in float32: λ/(1000 n) tells every count apart
+        np.testing.assert_allclose(reg_grad, expected, atol=step / 1000, rtol=0)
         assert np.any(reg_grad != 0)
     else:  # mean |w| is R2's optimum: ∂R2/∂α = 2 Σ (α − |w|) = 0 at initialisation
         np.testing.assert_allclose(reg_grad, 0, atol=1e-6)
@@ -414,7 +417,8 @@ def test_registry_model_with_bnn_plus_builds_trains_and_regularizes():
     assert len(binary) == 34
     assert all(isinstance(layer, bnnplus.BNNPlusConv2D) for layer in binary)
     conv = binary[0]
-    assert conv.regularizer == "euclidean" and conv.reg_lambda == 5e-5
+    assert conv.regularizer == "euclidean" and conv.reg_lambda == 10.0
+    assert conv.reduction == "mean"
     assert conv.pad_values == 1.0 and conv.kernel_constraint.clip_value == 1.0
     assert conv.input_quantizer.train_beta and conv.kernel_quantizer.clip_value is None
     assert len(model.losses) == 34 and all(float(loss) > 0 for loss in model.losses)
@@ -448,7 +452,8 @@ def test_builder_rejects_inconsistent_binarization_options():
         bnnplus.BNNPlusConfig(alpha_sharing="filter")
     with pytest.raises(ValueError, match="STE weights"):
         build(binarization="bnn+", weights="imagenet")
-    assert bnnplus.BNNPlusConfig(regularizer="l1").reg_lambda == 1e-6
+    assert bnnplus.BNNPlusConfig(regularizer="l1").reg_lambda == 0.3
+    assert bnnplus.BNNPlusConfig(regularizer="l1", reduction="sum").reg_lambda == 1e-6
     with pytest.raises(ValueError, match="reg_lambda"):
         bnnplus.BNNPlusConfig(reg_lambda=-1.0)
 

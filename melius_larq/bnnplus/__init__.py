@@ -6,25 +6,29 @@ BNN+ trains a binary network with three additions to the plain straight-through 
    the backward pass uses the derivative of the smooth SignSwish function ``SS_β``, with a
    fixed or trainable β.
 2. **Scale regularizers** (:func:`manhattan_regularization`,
-   :func:`euclidean_regularization`): ``λ Σ |α − |w||`` or ``λ Σ (α − |w|)²`` on the latent
-   (full-precision) weights, which pulls them towards ``±α``, with trainable scales α.
+   :func:`euclidean_regularization`): ``|α − |w||`` or ``(α − |w|)²`` on the latent
+   (full-precision) weights, averaged over each layer's weights and scaled by λ, which pulls
+   them towards ``±α``, with trainable scales α.
 3. **Scaled binary weights**: α multiplies the binary kernel in the forward pass,
    ``kernel = α · sign(w)`` (:class:`BNNPlusConv2D`, :class:`BNNPlusDense`).
 
 λ and β are ``tf.Variable``s, so :class:`RegularizationScheduler` and :class:`BetaScheduler`
-change them during ``fit`` without recompiling. :class:`BNNPlusConfig` holds the options the
-registry builders take with ``binarization="bnn+"``.
+change them during ``fit`` without recompiling; :class:`BNNPlusDiagnostics` logs per epoch
+the share of latent weights near ±α and the mean α. :class:`BNNPlusConfig` holds the
+options the builders take with ``binarization="bnn+"``, one per ingredient, so that each can
+be switched on alone.
 
 Several details are not given clearly in the paper. Each is an option here, and its default,
 with the reason it was chosen, is documented where it is defined: SignSwish or the STE for
 the weights (:attr:`BNNPlusConfig.weight_estimator`), α per output channel or per layer
 (``alpha_sharing``), α in the forward pass or only in the regularizer
-(``alpha_in_forward``), the α initialisation (mean ``|W|``), λ, and β fixed or trainable.
+(``alpha_in_forward``), the α initialisation (mean ``|W|``), λ and its reduction over the
+weights, and β fixed, trainable or scheduled.
 
 The modules: :mod:`~melius_larq.bnnplus.quantizers` (SignSwish),
 :mod:`~melius_larq.bnnplus.regularizers`, :mod:`~melius_larq.bnnplus.layers`,
 :mod:`~melius_larq.bnnplus.config` (the builders' options) and
-:mod:`~melius_larq.bnnplus.callbacks` (the schedules); every public name is importable from
+:mod:`~melius_larq.bnnplus.callbacks` (schedules, diagnostics); every public name is importable from
 ``melius_larq.bnnplus``.
 
 Example:
@@ -43,13 +47,20 @@ References:
 """
 
 from melius_larq.bnnplus.callbacks import (
+    NEAR_ALPHA_TOLERANCE,
     BetaScheduler,
+    BNNPlusDiagnostics,
     RegularizationScheduler,
     bnn_plus_layers,
     linear_schedule,
     sign_swish_quantizers,
 )
-from melius_larq.bnnplus.config import BINARIZATIONS, BNNPlusConfig, resolve_binarization
+from melius_larq.bnnplus.config import (
+    BINARIZATIONS,
+    ESTIMATORS,
+    BNNPlusConfig,
+    resolve_binarization,
+)
 from melius_larq.bnnplus.layers import ALPHA_MIN, BNNPlusConv2D, BNNPlusDense
 from melius_larq.bnnplus.quantizers import (
     BETA_RANGE,
@@ -60,7 +71,10 @@ from melius_larq.bnnplus.quantizers import (
 )
 from melius_larq.bnnplus.regularizers import (
     DEFAULT_REG_LAMBDA,
+    REDUCTIONS,
+    REGULARIZER_NAMES,
     REGULARIZERS,
+    SUM_REG_LAMBDA,
     euclidean_regularization,
     manhattan_regularization,
     scale_regularization,
@@ -72,10 +86,16 @@ __all__ = [
     "BINARIZATIONS",
     "DEFAULT_BETA",
     "DEFAULT_REG_LAMBDA",
+    "ESTIMATORS",
+    "NEAR_ALPHA_TOLERANCE",
+    "REDUCTIONS",
     "REGULARIZERS",
+    "REGULARIZER_NAMES",
+    "SUM_REG_LAMBDA",
     "BNNPlusConfig",
     "BNNPlusConv2D",
     "BNNPlusDense",
+    "BNNPlusDiagnostics",
     "BetaScheduler",
     "ClipByValue",
     "RegularizationScheduler",

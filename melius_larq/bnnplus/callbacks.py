@@ -1,7 +1,8 @@
-"""Schedules for BNN+ training: λ and β change during ``fit`` without recompiling.
+"""Callbacks for BNN+ training: λ and β schedules, and diagnostics of the regularizer.
 
 λ and β are ``tf.Variable``s, so :class:`RegularizationScheduler` and :class:`BetaScheduler`
 assign new values to them at each epoch (or batch) and the compiled train step sees them.
+:class:`BNNPlusDiagnostics` logs, per epoch, how close the latent weights are to ``±α``.
 
 References:
     - [BNN+: Improved Binary Network Training](https://arxiv.org/abs/1812.11800),
@@ -13,11 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+import numpy as np
+
 from melius_larq._compat import tf
 from melius_larq.bnnplus.layers import _BNNPlusMixin
 from melius_larq.bnnplus.quantizers import SignSwish
 
 __all__ = [
+    "NEAR_ALPHA_TOLERANCE",
+    "BNNPlusDiagnostics",
     "BetaScheduler",
     "RegularizationScheduler",
     "bnn_plus_layers",
@@ -182,3 +187,69 @@ class BetaScheduler(_VariableScheduler):
                     f"BetaScheduler: β = {value} is outside beta_range={q.beta_range} of {q.name}."
                 )
             q.beta_variable.assign(value)
+
+
+# |w| within ±25 % of α counts as "near α". At initialisation, with α = mean |W|, 23 % of
+# Gaussian and 25 % of uniform weights already fall in this band; a regularizer that acts
+# raises the share well above that.
+NEAR_ALPHA_TOLERANCE = 0.25
+
+
+class BNNPlusDiagnostics(tf.keras.callbacks.Callback):
+    """Logs, at the end of every epoch, whether the BNN+ regularizer acts on the weights.
+
+    Two entries go into the epoch's ``logs`` (so ``CSVLogger`` writes them to its CSV and
+    ``fit`` returns them in ``history``):
+
+    * ``near_alpha_fraction``: the fraction of all latent weights of the BNN+ layers with
+      ``|w|`` within ``[(1 − tolerance)·α, (1 + tolerance)·α]`` of their own α (per output
+      channel, or per layer). It rises towards 1 as the regularizer pulls the weights to ±α.
+    * ``alpha_mean``: the mean of all α values (one per output channel, or one per layer)
+      of every BNN+ layer.
+
+    Place it before ``CSVLogger`` in the callback list, so the entries are there when the row
+    is written. :meth:`measure` gives the same numbers at any time.
+
+    Args:
+        tolerance: the relative band around α; a float in (0, 1). Defaults to 0.25.
+        model: the model whose BNN+ layers are measured; None (default) uses the model
+            being fitted (pass the student when fitting a ``Distiller``).
+
+    Raises:
+        ValueError: for a tolerance outside (0, 1), or at the start of ``fit`` when the
+            model has no BNN+ layer.
+    """
+
+    def __init__(self, tolerance: float = NEAR_ALPHA_TOLERANCE, *, model=None):
+        super().__init__()
+        if not 0.0 < tolerance < 1.0:
+            raise ValueError(f"Expected `tolerance` in (0, 1), but got {tolerance!r}.")
+        self.tolerance = float(tolerance)
+        self._target = model
+
+    def _layers(self):
+        return bnn_plus_layers(self._target if self._target is not None else self.model)
+
+    def on_train_begin(self, logs=None):
+        if not self._layers():
+            raise ValueError("BNNPlusDiagnostics: the model has no BNN+ layer to measure.")
+
+    def measure(self) -> dict[str, float]:
+        """``{"near_alpha_fraction": ..., "alpha_mean": ...}`` of the current weights."""
+        near = total = 0
+        alphas = []
+        for layer in self._layers():
+            w = np.abs(layer.kernel.latent_variable.numpy())
+            alpha = layer.alpha.numpy()  # broadcasts over the last (output) axis
+            low, high = (1.0 - self.tolerance) * alpha, (1.0 + self.tolerance) * alpha
+            near += int(np.count_nonzero((w >= low) & (w <= high)))
+            total += w.size
+            alphas.append(alpha.reshape(-1))
+        return {
+            "near_alpha_fraction": near / total,
+            "alpha_mean": float(np.mean(np.concatenate(alphas))),
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.measure())

@@ -7,14 +7,17 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import larq as lq
 
 from melius_larq._compat import tf
 from melius_larq.bnnplus.quantizers import ClipByValue, SignSwish
 from melius_larq.bnnplus.regularizers import (
-    REGULARIZERS,
     _canonical_regularizer,
+    _check_reduction,
     _resolve_lambda,
+    scale_regularization,
 )
 
 __all__ = ["ALPHA_MIN", "BNNPlusConv2D", "BNNPlusDense"]
@@ -29,16 +32,17 @@ class _BNNPlusMixin:
     """α, λ and the regularization loss, shared by the BNN+ conv and dense layers."""
 
     def _init_bnn_plus(self, regularizer, reg_lambda, alpha_sharing, alpha_in_forward,
-                       alpha_max):  # fmt: skip
+                       alpha_max, reduction):  # fmt: skip
         if alpha_sharing not in _ALPHA_SHARING:
             raise ValueError(
                 f"Expected `alpha_sharing` to be one of {_ALPHA_SHARING}, but got "
                 f"{alpha_sharing!r}."
             )
-        if alpha_max is not None and not alpha_max > ALPHA_MIN:
+        if alpha_max is not None and not ALPHA_MIN < alpha_max < math.inf:
             raise ValueError(f"Expected `alpha_max` > {ALPHA_MIN} or None, but got {alpha_max!r}.")
         self.regularizer = _canonical_regularizer(regularizer)
-        self.reg_lambda = _resolve_lambda(reg_lambda, self.regularizer)
+        self.reduction = _check_reduction(reduction)
+        self.reg_lambda = _resolve_lambda(reg_lambda, self.regularizer, self.reduction)
         self.alpha_sharing = alpha_sharing
         self.alpha_in_forward = bool(alpha_in_forward)
         self.alpha_max = None if alpha_max is None else float(alpha_max)
@@ -48,6 +52,11 @@ class _BNNPlusMixin:
         if self.alpha_max is not None:
             return self.alpha_max
         return getattr(self.kernel_constraint, "clip_value", None)
+
+    @property
+    def alpha_is_used(self) -> bool:
+        """Whether α enters the forward pass or the regularizer (otherwise it is not trained)."""
+        return self.alpha_in_forward or self.regularizer != "none"
 
     def _build_bnn_plus(self):
         latent = self.kernel.latent_variable
@@ -63,9 +72,11 @@ class _BNNPlusMixin:
             # regularizer alone would put α.
             return constraint(tf.cast(tf.reduce_mean(tf.abs(latent), axis=reduce_axes), dtype))
 
+        # An α used nowhere would get no gradient; it is kept (non-trainable, at mean |W|) so
+        # that every BNN+ layer has the same variables and the diagnostics can read it.
         self.alpha = self.add_weight(
             "alpha", shape=shape, initializer=mean_abs_kernel, constraint=constraint,
-            trainable=True,
+            trainable=self.alpha_is_used,
         )  # fmt: skip
         self.reg_lambda_variable = self.add_weight(
             "reg_lambda",
@@ -73,11 +84,14 @@ class _BNNPlusMixin:
             initializer=tf.keras.initializers.Constant(self.reg_lambda),
             trainable=False,
         )
-        self.add_loss(self.regularization_loss)
+        if self.regularizer != "none":
+            self.add_loss(self.regularization_loss)
 
     def regularization_loss(self) -> tf.Tensor:
-        """``λ · Σ R(w; α)`` on the latent weights (λ is the current ``reg_lambda_variable``)."""
-        r = REGULARIZERS[self.regularizer](self.kernel.latent_variable, self.alpha)
+        """``λ · mean R(w; α)`` (or ``λ · Σ R``) on the latent weights; λ is the current
+        ``reg_lambda_variable``. Zero for ``regularizer="none"``."""
+        latent = self.kernel.latent_variable
+        r = scale_regularization(latent, self.alpha, self.regularizer, self.reduction)
         return self.reg_lambda_variable * r
 
     def _scale(self, outputs, channels_first=False):
@@ -94,7 +108,13 @@ class _BNNPlusMixin:
             "alpha_sharing": self.alpha_sharing,
             "alpha_in_forward": self.alpha_in_forward,
             "alpha_max": self.alpha_max,
+            "reduction": self.reduction,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # Layers saved before `reduction` existed summed the regularizer over their weights.
+        return super().from_config({"reduction": "sum", **config})
 
 
 def _bnn_plus_defaults(kwargs):
@@ -104,22 +124,27 @@ def _bnn_plus_defaults(kwargs):
     return kwargs
 
 
-_LAYER_ARGS_DOC = """regularizer: ``"manhattan"`` (``"l1"``, |α − |w||) or ``"euclidean"``
-            (``"l2"``, (α − |w|)²). Defaults to ``"manhattan"``.
-        reg_lambda: float >= 0 or None. Strength λ of the summed regularizer; its current
-            value is the non-trainable variable ``reg_lambda_variable``. λ is not given in the
-            paper; None (default) takes ``DEFAULT_REG_LAMBDA[regularizer]``: 1e-6
-            (Manhattan), 5e-5 (Euclidean), chosen to make λ·ΣR a few percent of the initial
-            loss of a small MeliusNet.
+_LAYER_ARGS_DOC = """regularizer: ``"manhattan"`` (``"l1"``, |α − |w||), ``"euclidean"``
+            (``"l2"``, (α − |w|)²) or ``"none"`` (no regularization loss). Defaults to
+            ``"manhattan"``.
+        reg_lambda: float >= 0 or None. Strength λ of the regularizer; its current value is
+            the non-trainable variable ``reg_lambda_variable``. λ is not given in the paper;
+            None (default) takes ``DEFAULT_REG_LAMBDA[regularizer]`` (``SUM_REG_LAMBDA`` with
+            ``reduction="sum"``), chosen to make the regularization loss a few percent of
+            the initial cross-entropy of a small MeliusNet.
         alpha_sharing: ``"channel"`` (one α per output channel) or ``"layer"`` (one α for
             the layer). The paper leaves this uncertain; the default ``"channel"`` is chosen
             because it is the more likely reading of the paper (and XNOR-Net's choice).
         alpha_in_forward: bool. Whether the forward pass uses ``α · sign(w)``; if False, α
-            only sets the regularizer's target. The paper leaves this uncertain; defaults to
-            True, the more likely reading, and with BatchNorm after the layer it barely
-            changes the function.
+            only sets the regularizer's target (and with ``regularizer="none"`` as well it is
+            not trained). The paper leaves this uncertain; defaults to True, the more likely
+            reading, and with BatchNorm after the layer it barely changes the function.
         alpha_max: float or None. Upper bound of α; None uses the clip value of a
-            ``WeightClip`` kernel constraint (else α is only bounded below by ``ALPHA_MIN``)."""
+            ``WeightClip`` kernel constraint (else α is only bounded below by ``ALPHA_MIN``).
+        reduction: ``"mean"`` (default) or ``"sum"`` of R over the layer's weights. The paper
+            sums (Σ_i R), so its λ must shrink as layers grow; with the mean, λ is a penalty
+            per weight and one λ suits small and large models. Layers saved without this
+            option load with ``"sum"``, the reduction they were trained with."""
 
 
 @tf.keras.utils.register_keras_serializable(package="melius_larq")
@@ -127,7 +152,7 @@ class BNNPlusConv2D(_BNNPlusMixin, lq.layers.QuantConv2D):
     """A ``larq.layers.QuantConv2D`` with BNN+'s trainable scales α and scale regularizer.
 
     The layer owns α (trainable, initialised to mean |W| of the initial latent kernel and
-    clipped to ``[ALPHA_MIN, alpha_max]``) and λ, and adds ``λ Σ R(w; α)`` on the latent
+    clipped to ``[ALPHA_MIN, alpha_max]``) and λ, and adds ``λ · mean R(w; α)`` on the latent
     weights to ``layer.losses``. With ``alpha_in_forward`` it computes
     ``conv(q(x), α · sign(w)) (+ bias)`` as ``conv(q(x), sign(w)) · α``, a per-channel multiply
     that LCE folds into ``LceBconv2d``'s output multiplier.
@@ -158,10 +183,12 @@ class BNNPlusConv2D(_BNNPlusMixin, lq.layers.QuantConv2D):
         alpha_sharing: str = "channel",
         alpha_in_forward: bool = True,
         alpha_max: float | None = None,
+        reduction: str = "mean",
         **kwargs,
     ):
         super().__init__(filters, kernel_size, **_bnn_plus_defaults(kwargs))
-        self._init_bnn_plus(regularizer, reg_lambda, alpha_sharing, alpha_in_forward, alpha_max)
+        self._init_bnn_plus(regularizer, reg_lambda, alpha_sharing, alpha_in_forward, alpha_max,
+                            reduction)  # fmt: skip
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -202,10 +229,12 @@ class BNNPlusDense(_BNNPlusMixin, lq.layers.QuantDense):
         alpha_sharing: str = "channel",
         alpha_in_forward: bool = True,
         alpha_max: float | None = None,
+        reduction: str = "mean",
         **kwargs,
     ):
         super().__init__(units, **_bnn_plus_defaults(kwargs))
-        self._init_bnn_plus(regularizer, reg_lambda, alpha_sharing, alpha_in_forward, alpha_max)
+        self._init_bnn_plus(regularizer, reg_lambda, alpha_sharing, alpha_in_forward, alpha_max,
+                            reduction)  # fmt: skip
 
     def build(self, input_shape):
         super().build(input_shape)

@@ -7,6 +7,9 @@ References:
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import larq as lq
 
 from melius_larq._compat import tf
@@ -19,6 +22,13 @@ DEFAULT_BETA = 5.0
 # it; [1, 20] keeps the peak pseudo-gradient (= β) between the STE's 1 and twice the largest
 # β the paper uses (10).
 BETA_RANGE = (1.0, 20.0)
+
+
+def _check_beta(beta, name: str = "beta") -> float:
+    """``beta`` as a float, if it is a finite number > 0."""
+    if isinstance(beta, bool) or not (isinstance(beta, numbers.Real) and 0 < beta < math.inf):
+        raise ValueError(f"Expected `{name}` to be a finite float > 0, but got {beta!r}.")
+    return float(beta)
 
 
 def _sign_swish_derivative(x, beta):
@@ -138,8 +148,9 @@ class SignSwish(lq.quantizers.Quantizer):
         beta_range: tuple[float, float] = BETA_RANGE,
         **kwargs,
     ):
+        _check_beta(beta)
         low, high = (float(v) for v in beta_range)
-        if not 0 < low <= high:
+        if not 0 < low <= high < math.inf:
             raise ValueError(
                 f"Expected `beta_range` to be (min, max) with 0 < min <= max, but got {beta_range!r}."
             )
