@@ -14,6 +14,8 @@ import numpy as np
 import melius_larq
 from melius_larq._compat import tf
 from melius_larq._io import atomic_path, write_text_atomic
+from melius_larq.binarynet import BASELINES
+from melius_larq.bnnplus import BNNPlusConfig, BNNPlusDiagnostics, bnn_plus_layers
 from melius_larq.distillation import Distiller
 from melius_larq.float_models import FLOAT_MODELS, create_float_model
 from melius_larq.optimizers import RAdam
@@ -21,7 +23,7 @@ from melius_larq.precision import precision_policy
 from melius_larq.zoo.distill import load_teacher, resolve_teacher
 from melius_larq.zoo.folder import is_image_folder, scan_image_folder
 from melius_larq.zoo.pipeline import DATASETS, IMAGE_SHAPES, make_dataset, num_classes
-from melius_larq.zoo.recipes import Recipe, apply_overrides, check_recipe
+from melius_larq.zoo.recipes import Recipe, apply_overrides, bnn_plus_options, check_recipe
 
 __all__ = ["NaNLossError", "evaluate", "make_strategy", "resume_recipe", "train"]
 
@@ -104,15 +106,19 @@ def build_model(recipe: Recipe, num_classes: int | None = None) -> tf.keras.Mode
         kwargs = {}
         if recipe.binarization != "ste":
             kwargs["binarization"] = recipe.binarization
-            kwargs["bnn_plus"] = {
-                "regularizer": recipe.bnn_regularizer,
-                "reg_lambda": recipe.bnn_lambda,
-                "beta": recipe.bnn_beta,
-                "train_beta": recipe.bnn_train_beta,
-            }
-        return melius_larq.create_model(
-            recipe.model, stem=recipe.stem, preset=recipe.preset, **shape, **kwargs
-        )
+            kwargs["bnn_plus"] = bnn_plus_options(recipe)
+        if recipe.model not in BASELINES:  # the baseline networks have no stem or preset
+            kwargs.update(stem=recipe.stem, preset=recipe.preset)
+        return melius_larq.create_model(recipe.model, **shape, **kwargs)
+
+
+def _bnn_plus_callbacks(recipe: Recipe, model: tf.keras.Model) -> list:
+    """The BNN+ diagnostics (near-α share, mean α) of a model with BNN+ layers, and the β
+    schedule its options ask for; nothing for other models."""
+    if not bnn_plus_layers(model):
+        return []
+    schedule = BNNPlusConfig(**bnn_plus_options(recipe)).callbacks(recipe.epochs)
+    return [BNNPlusDiagnostics(model=model), *schedule]
 
 
 def as_float32(recipe: Recipe, model: tf.keras.Model) -> tf.keras.Model:
@@ -340,6 +346,7 @@ def train(
     callbacks = [
         _StopOnNaN(),
         tf.keras.callbacks.BackupAndRestore(str(out / "backup")),
+        *_bnn_plus_callbacks(recipe, model),  # before CSVLogger, which writes their logs
         tf.keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
         _AtomicCheckpoint(out / "checkpoints"),
         tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
