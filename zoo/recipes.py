@@ -284,6 +284,10 @@ def check_recipe(recipe: Recipe) -> None:
         )
     if recipe.train_limit is not None and recipe.train_limit < 1:
         raise ValueError(f"train_limit={recipe.train_limit!r} must be a positive integer.")
+    if recipe.binarization == "bnn+":
+        from melius_larq.bnnplus import BNNPlusConfig
+
+        BNNPlusConfig(**bnn_plus_options(recipe))  # checks the options and their conflicts
     if recipe.binarization == "ste":
         defaults = Recipe("", "", "", 1, 1, 1.0)
         for key in BNN_PLUS_FIELDS:
