@@ -201,6 +201,9 @@ def test_help_exits_0(capsys):
         (["compress", "m.keras", "--bits", "9", "--bottleneck", "0.2", "-o", "o.keras"], "invalid choice: 9"),
         (["compress", "m.keras", "--bits", "4", "--bottleneck", "2", "-o", "o.keras"], "(0, 1], got '2'"),
         (["compress", "m.keras", "--bits", "4", "--bottleneck", "0", "-o", "o.keras"], "> 0, got '0'"),
+        (["compress", "m.keras", "--method", "round", "--bits", "4", "-o", "o.keras"], "invalid choice: 'round'"),
+        (["compress", "m.keras", "--bits", "4", "-o", "o.keras"], "--method cbd needs --bottleneck"),
+        (["compress", "m.keras", "--method", "plain", "--bits", "4", "--store", "x.cbd", "-o", "o.keras"], "--store applies to --method cbd only"),
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2_and_name_the_value(argv, message, tmp_path, monkeypatch, capsys):

@@ -1,5 +1,8 @@
 """``compress``: CBD-compress the Conv2D/Dense kernels of a ``.keras`` model.
 
+``--method plain`` runs the baseline instead: per-output-channel symmetric b-bit rounding
+with the same report and bit accounting.
+
 References:
     - [Composite Binary Decomposition Networks](https://arxiv.org/abs/1811.06668),
       Qiaoben et al., AAAI 2019.
@@ -31,14 +34,20 @@ def add_subcommands(subparsers) -> None:
         help="CBD-compress the Conv2D/Dense kernels of a .keras model",
         description=(
             "Composite binary decomposition (Qiaoben et al. 2019): J magnitude bit-planes per "
-            "weight, the sparse high planes stored as exact GF(2) factors. Prints the report."
+            "weight, the sparse high planes stored as exact GF(2) factors. With --method plain, "
+            "per-output-channel symmetric b-bit rounding instead (the baseline). Prints the "
+            "report."
         ),
     )
     parser.add_argument("model", help="input .keras model")
     parser.add_argument("-j", "--bits", type=int, required=True, choices=range(1, 9), metavar="J",
-                        help="J, magnitude planes (1..8)")  # fmt: skip
-    parser.add_argument("--bottleneck", type=_bottleneck, required=True,
-                        help="rank budget as a fraction of min(h, w), (0, 1]")  # fmt: skip
+                        help="cbd: J, magnitude planes (1..8); plain: b, bits per weight "
+                        "including the sign (2..8)")  # fmt: skip
+    parser.add_argument("--bottleneck", type=_bottleneck,
+                        help="rank budget as a fraction of min(h, w), (0, 1]; required for "
+                        "cbd")  # fmt: skip
+    parser.add_argument("--method", choices=("cbd", "plain"), default="cbd",
+                        help="cbd (default) or plain per-channel rounding")  # fmt: skip
     parser.add_argument(
         "-o", "--output", required=True, help="output .keras model (reconstructed weights)"
     )
@@ -49,8 +58,8 @@ def add_subcommands(subparsers) -> None:
     parser.add_argument("--json", help="also write the report as JSON")
     parser.add_argument("--layers", nargs="+", help="glob patterns of the layers to compress")
     parser.add_argument("--exclude", nargs="+", default=[], help="glob patterns of layers to skip")
-    parser.add_argument("--fallback", choices=("layer", "plane"), default="layer",
-                        help="dense fallback per layer (paper) or per plane")  # fmt: skip
+    parser.add_argument("--fallback", choices=("layer", "plane"),
+                        help="dense fallback per layer (paper, the default) or per plane")  # fmt: skip
     parser.add_argument("--check-two-conv", action="store_true",
                         help="run the integer-exactness check of every decomposed plane")  # fmt: skip
     parser.set_defaults(func=_cmd_compress)
@@ -76,6 +85,13 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from melius_larq.cbd.compress import compress_model
     from melius_larq.cbd.storage import save_cbd, write_atomic
 
+    if args.method == "plain":
+        given = [opt for opt, on in (("--store", args.store), ("--tflite", args.tflite),
+                                     ("--check-two-conv", args.check_two_conv)) if on]  # fmt: skip
+        if given:
+            raise ValueError(f"{', '.join(given)} applies to --method cbd only, not plain.")
+    elif args.bottleneck is None:
+        raise ValueError("--method cbd needs --bottleneck, a number in (0, 1].")
     source = Path(args.model)
     if not source.is_file():
         raise ValueError(f"Model file {str(source)!r} does not exist.")
@@ -87,6 +103,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         model,
         bits=args.bits,
         bottleneck=args.bottleneck,
+        method=args.method,
         layers=args.layers,
         exclude=args.exclude,
         fallback=args.fallback,
