@@ -16,7 +16,7 @@ import larq as lq
 import numpy as np
 
 from melius_larq._compat import tf
-from melius_larq.fold import batchnorm_affine
+from melius_larq.fold import batchnorm_affine, feeds_only_signs
 from melius_larq.layers import ChannelShuffle
 
 __all__ = ["BINARY_OUTPUT_SCALE", "prepare_for_int8"]
@@ -24,6 +24,10 @@ __all__ = ["BINARY_OUTPUT_SCALE", "prepare_for_int8"]
 # Binary conv outputs are sums of +-1 products (hundreds); MeliusNet concatenates them with
 # float features of range ~10, and int8 concatenation needs one scale for all of them.
 BINARY_OUTPUT_SCALE = 1 / 32
+# Pre-sign thresholds are clipped to this multiple of the largest calibration input.
+THRESHOLD_MARGIN = 1.25
+# Calibration input bounds below this share of their layer's median are raised to it.
+BOUND_FLOOR = 0.1
 
 _SCALE_FREE = (  # commute with a positive per-channel scale
     tf.keras.layers.MaxPool2D,
@@ -80,6 +84,10 @@ class _Graph:
     by_name: dict[str, tf.keras.layers.Layer]
     binary_output_scale: float
     folded: dict[str, str] = dataclasses.field(default_factory=dict)  # BN -> conv that absorbed it
+    # BN -> per-channel max |input| over calibration data (raised to a floor)
+    input_bounds: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # other BN (not absorbed by a conv) -> per-channel max |output| over calibration data
+    output_bounds: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -167,10 +175,51 @@ def _is_batchnorm(layer) -> bool:
 
 
 def _batchnorm_as_depthwise(layer, in_scales, graph: _Graph) -> _Step:
-    """A BatchNorm (not absorbed by a conv) becomes a 1x1 depthwise conv with bias."""
+    """A BatchNorm (not absorbed by a conv) becomes a 1x1 depthwise conv with bias.
+
+    With calibration bounds (``max |a*x + b|`` per channel) each output channel is divided
+    by its bound, so all channels share one int8 range; the later layers divide the factor
+    out again (the rescaling of ``prepare_for_int8``). Without it a per-tensor int8 kernel
+    rounds the channels with small scales to a few levels, or to zero.
+    """
     scale, shift = batchnorm_affine(layer, dtype=np.float32)
+    m = np.ones_like(scale)
+    if layer.name in graph.output_bounds:
+        # max |a*x + b|, but at least |a| * max |x|: the kernel m*a stays <= 1 / max |x|
+        bound = np.maximum(graph.output_bounds[layer.name],
+                           np.abs(scale) * graph.input_bounds[layer.name])  # fmt: skip
+        m = (1.0 / np.where(bound > 0, bound, 1.0)).astype(np.float32)
     clone = tf.keras.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
-    return _Step(clone, [(scale / in_scales[0]).reshape(1, 1, -1, 1), shift], _unit_scale(layer))
+    kernel = (m * scale / in_scales[0]).reshape(1, 1, -1, 1)
+    return _Step(clone, [kernel, m * shift], m)
+
+
+def _is_presign_batchnorm(layer) -> bool:
+    return _is_batchnorm(layer) and feeds_only_signs(layer)
+
+
+def _presign_batchnorm_as_depthwise(layer, in_scales, graph: _Graph) -> _Step:
+    """A BatchNorm that only feeds binary quantizers becomes a 1x1 depthwise conv with a
+    ±1 kernel: ``a*x + b = |a| * (sign(a)*x + t)`` with threshold ``t = b / |a|`` has the
+    same sign for every x, and on the rescaled input ``x' = s*x`` the layer computes
+    ``sign(a)*x' + s*t``. A ±1 kernel is exact in int8 (a per-tensor kernel of the scales
+    ``a`` would round the channels with small scales to a few levels or to zero, and move
+    their thresholds), and the output keeps the input's range. With calibration bounds each
+    threshold is clipped to ``THRESHOLD_MARGIN`` times the largest input of its channel: a
+    threshold beyond every input only fixes the sign, and a huge one would stretch the int8
+    range of all the other channels.
+    """
+    a, b = batchnorm_affine(layer)
+    a = np.where(a == 0, 1e-12, a)  # a zero scale is a constant sign: keep sign(b)
+    threshold = b / np.abs(a)
+    bound = graph.input_bounds.get(layer.name)
+    if bound is not None:
+        threshold = np.clip(threshold, -THRESHOLD_MARGIN * bound, THRESHOLD_MARGIN * bound)
+    s = in_scales[0].astype(np.float64)
+    kernel = np.sign(a).astype(np.float32).reshape(1, 1, -1, 1)
+    clone = tf.keras.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
+    return _Step(clone, [kernel, (s * threshold).astype(np.float32)],
+                 (s / np.abs(a)).astype(np.float32))  # fmt: skip
 
 
 def _is_binary(layer) -> bool:
@@ -229,6 +278,7 @@ def _isinstance_of(cls) -> Callable[[tf.keras.layers.Layer], bool]:
 # (matcher, rewrite) pairs; the first matching rule rewrites the layer.
 _RULES: list[tuple[Callable, Callable[..., _Step]]] = [
     (_is_float_conv_or_dense, _float_conv_or_dense),
+    (_is_presign_batchnorm, _presign_batchnorm_as_depthwise),
     (_is_batchnorm, _batchnorm_as_depthwise),
     (_is_binary, _rescale_binary_output),
     (_isinstance_of(tf.keras.layers.Concatenate), _concatenate),
@@ -244,12 +294,45 @@ def _rewrite(layer, in_scales, graph: _Graph) -> _Step:
     return next(rewrite for matches, rewrite in _RULES if matches(layer))(layer, in_scales, graph)
 
 
+def _batchnorm_bounds(model: tf.keras.Model, calibration, batch_size: int = 64):
+    """Per-channel ``max |input|`` and ``max |output|`` of every BatchNorm over the
+    calibration inputs. Input bounds are raised to at least ``BOUND_FLOOR`` times their
+    layer's median, so that a channel that never moved (a constant input) cannot blow up a
+    normalising factor."""
+    layers = [layer for layer in model.layers if _is_batchnorm(layer)]
+    if not layers or calibration is None:
+        return {}, {}
+    probe = tf.keras.Model(
+        model.inputs, [t for layer in layers for t in (layer.input, layer.output)]
+    )
+    peaks = {(layer.name, io): np.zeros(layer.input_shape[-1]) for layer in layers for io in (0, 1)}
+    x = np.asarray(calibration, np.float32)
+    for start in range(0, len(x), batch_size):
+        outs = probe(x[start : start + batch_size], training=False)
+        for key, out in zip(peaks, outs, strict=True):
+            out = np.abs(np.asarray(out)).reshape(-1, out.shape[-1])
+            peaks[key] = np.maximum(peaks[key], out.max(axis=0))
+    inputs, outputs = {}, {}
+    for layer in layers:
+        peak = peaks[(layer.name, 0)]
+        floor = BOUND_FLOOR * np.median(peak) if np.any(peak > 0) else 1.0
+        inputs[layer.name] = np.maximum(peak, floor)
+        outputs[layer.name] = peaks[(layer.name, 1)]
+    return inputs, outputs
+
+
 def prepare_for_int8(
-    model: tf.keras.Model, *, binary_output_scale: float = BINARY_OUTPUT_SCALE
+    model: tf.keras.Model,
+    *,
+    binary_output_scale: float = BINARY_OUTPUT_SCALE,
+    calibration: np.ndarray | None = None,
+    normalize_batchnorms: bool = True,
 ) -> tf.keras.Model:
     """A new float model computing the same function in int8-friendly layers.
 
     * a float conv whose only consumer is a BatchNormalization absorbs it;
+    * a BatchNormalization that only feeds binary quantizers becomes a 1x1 depthwise conv
+      with a ±1 kernel and its thresholds as bias (the same signs, exact in int8);
     * any other BatchNormalization becomes a 1x1 depthwise conv with bias (one int8 op
       instead of a float multiply and add);
     * a conv/dense with a non-linear activation is split into the linear layer and an
@@ -262,6 +345,10 @@ def prepare_for_int8(
     Args:
         model: a functional Keras model (the input is not modified).
         binary_output_scale: the factor applied to every binary layer's output.
+        calibration: representative inputs; when given, pre-sign thresholds are clipped to
+            the inputs each channel saw (see ``_presign_batchnorm_as_depthwise``).
+        normalize_batchnorms: with ``calibration``, also divide every other BatchNorm's
+            output channels by their calibration bound (the later layers divide it out).
 
     Returns:
         The new functional model.
@@ -278,6 +365,11 @@ def prepare_for_int8(
         by_name={layer.name: layer for layer in model.layers},
         binary_output_scale=binary_output_scale,
     )
+    input_bounds, output_bounds = _batchnorm_bounds(model, calibration)
+    graph.input_bounds = {n: b for n, b in input_bounds.items()
+                          if _is_presign_batchnorm(graph.by_name[n]) or normalize_batchnorms}  # fmt: skip
+    if normalize_batchnorms:
+        graph.output_bounds = output_bounds
     first = model.layers[0].name
     inp = tf.keras.Input(model.input_shape[1:], name=first)
     tensors = {first: inp}

@@ -24,10 +24,12 @@ from melius_larq._compat import tf
 from melius_larq._keras_utils import replace_layers
 from melius_larq.layers import ChannelShift
 
-__all__ = ["batchnorm_affine", "fold_presign_batchnorm"]
+__all__ = ["batchnorm_affine", "feeds_only_signs", "fold_presign_batchnorm"]
 
 
-def _feeds_only_signs(layer) -> bool:
+def feeds_only_signs(layer) -> bool:
+    """True when every consumer of ``layer``'s output binarizes it (a 1-bit input quantizer
+    of a QuantConv2D or QuantDense), so only the signs of the output matter."""
     consumers = [node.outbound_layer for node in layer._outbound_nodes]
     return bool(consumers) and all(
         isinstance(c, (lq.layers.QuantConv2D, lq.layers.QuantDense))
@@ -84,7 +86,7 @@ def fold_presign_batchnorm(model: tf.keras.Model) -> tuple[tf.keras.Model, list[
     shifts: dict[str, np.ndarray] = {}
     for layer in model.layers:
         if (isinstance(layer, tf.keras.layers.BatchNormalization) and layer.axis in ([-1], [3])
-                and _feeds_only_signs(layer)):  # fmt: skip
+                and feeds_only_signs(layer)):  # fmt: skip
             a, b = batchnorm_affine(layer)
             if np.all(a > 0):
                 shifts[layer.name] = (b / a).astype(np.float32)

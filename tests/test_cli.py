@@ -169,6 +169,8 @@ def test_help_exits_0(capsys):
         (["convert", "MeliusNet22"], "-o/--output"),
         (["convert", "MeliusNet22", "-o", "x.tflite", "--target", "gpu"], "invalid choice: 'gpu'"),
         (["convert", "MeliusNet22", "-o", "x.tflite", "--calibration-samples", "-5"], "got '-5'"),
+        (["convert", "MeliusNet22", "-o", "x.tflite", "--qat-epochs", "1"], "--qat-epochs 1 needs --int8"),
+        (["convert", "MeliusNet22", "-o", "x.tflite", "--qat-epochs", "-1"], ">= 0, got '-1'"),
         (["convert", "MeliusNet22", "-o", "x.tflite", "--num-classes", "2.5"], "expected an integer, got '2.5'"),
         (["report"], "required: tflite"),
         (["report", "x.tflite", "--target", "gpu"], "invalid choice: 'gpu'"),

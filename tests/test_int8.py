@@ -115,6 +115,72 @@ def test_prepare_for_int8_keeps_the_function_of_a_meliusnet():
     np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
 
 
+def test_presign_batchnorms_become_exact_sign_thresholds():
+    """Pre-sign BatchNorms with negative, tiny and ordinary scales become ±1 depthwise kernels
+    with thresholds; the prepared model (calibrated on the same inputs, so thresholds are
+    clipped only beyond them) predicts what the original does."""
+    from conftest import trained_like
+
+    import melius_larq
+    from melius_larq.deploy.int8 import prepare_for_int8
+    from melius_larq.fold import feeds_only_signs
+
+    model = trained_like(melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), num_classes=10,
+                                                   stem="small", classifier_activation=None), 3)  # fmt: skip
+    rng = np.random.RandomState(0)
+    presign = [layer for layer in model.layers
+               if isinstance(layer, tf.keras.layers.BatchNormalization) and feeds_only_signs(layer)]  # fmt: skip
+    assert len(presign) == 14
+    for layer in presign:
+        gamma = layer.gamma.numpy() * rng.choice([-1.0, 1.0, 1e-4], size=layer.gamma.shape,
+                                                 p=[0.3, 0.6, 0.1])  # fmt: skip
+        layer.gamma.assign(gamma)
+    x = rng.normal(0, 1, (16, 28, 28, 1)).astype(np.float32)
+    expected = model(x, training=False).numpy()
+    prepared = prepare_for_int8(model, calibration=x)
+    for layer in presign:
+        kernel = prepared.get_layer(layer.name).get_weights()[0]
+        np.testing.assert_array_equal(np.abs(kernel), 1.0)
+        a = layer.gamma.numpy()
+        np.testing.assert_array_equal(kernel.ravel(), np.sign(a))
+    got = prepared(x, training=False).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
+    assert model.get_layer(presign[0].name).gamma.numpy()[0] == presign[0].gamma.numpy()[0]
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_quantization_aware_finetuning_keeps_or_improves_accuracy(trained_tiny, planted):
+    """One epoch of QAT on the 4,096 training images: int8 test top-1 at least that of the
+    calibrated conversion (within one image of 500); fine-tuning on shuffled labels (the
+    planted bug) loses it."""
+    model, out, x_test = trained_tiny
+    x, y, _ = _data()
+    _, y_test = load_fashion_mnist("test")
+    y_test = y_test[: len(x_test)]
+    before_weights = [w.copy() for w in model.get_weights()]
+    calib = x[:300]
+    plain = run_lce(convert_int8(model, calib), x_test).argmax(1)
+    labels = np.random.RandomState(0).permutation(y) if planted else y
+    tuned = run_lce(convert_int8(model, calib, qat_data=(x, labels), qat_epochs=1),
+                    x_test).argmax(1)  # fmt: skip
+    acc_plain, acc_tuned = np.mean(plain == y_test), np.mean(tuned == y_test)
+    if planted:
+        assert acc_tuned < acc_plain - 0.05, (acc_plain, acc_tuned)
+    else:
+        assert acc_tuned >= acc_plain - 1 / len(y_test), (acc_plain, acc_tuned)
+    for got, want in zip(model.get_weights(), before_weights, strict=True):
+        np.testing.assert_array_equal(got, want)  # the input model is not modified
+
+
+def test_qat_needs_labelled_data(trained):
+    model = trained[0]
+    x = np.zeros((4, *model.input_shape[1:]), np.float32)
+    with pytest.raises(ValueError, match="needs labelled training images"):
+        convert_int8(model, x, qat_epochs=1)
+    with pytest.raises(ValueError, match="qat_epochs=-1"):
+        convert_int8(model, x, qat_epochs=-1)
+
+
 # Per-channel int8 weights differ from the float ones by at most half a step (max|w|/254 per
 # channel); through one conv + dense on unit-scale inputs the logits move by well under 2 %
 # of their scale (measured ~0.3 %); a missing or mis-scaled DEQUANTIZE moves them by ~100 %.
@@ -235,8 +301,8 @@ def test_the_int8_checks_fail_for_a_mis_scaled_layer(trained_tiny, monkeypatch):
     model, out, x_test = trained_tiny
     prepare = int8.prepare_for_int8
 
-    def mis_scaled_prepare(m):
-        prepared = prepare(m)
+    def mis_scaled_prepare(m, **kwargs):
+        prepared = prepare(m, **kwargs)
         layer = prepared.get_layer("section_1_transition_pw")
         kernel, *rest = layer.get_weights()
         layer.set_weights([kernel * 1.25, *rest])

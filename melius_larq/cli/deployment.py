@@ -24,7 +24,7 @@ def _load_keras(source: str, input_size: int | None, num_classes: int | None):
     return load_keras_model(source, input_size=input_size, num_classes=num_classes)
 
 
-def load_calibration(source: str | None, model, *, limit: int = 500):
+def load_calibration(source: str | None, model, *, limit: int = 500, labels: bool = False):
     """Calibration inputs for int8 conversion from a dataset name, an image folder or a
     ``.npy`` file.
 
@@ -35,9 +35,12 @@ def load_calibration(source: str | None, model, *, limit: int = 500):
             inputs preprocessed as the model expects them.
         model: the Keras model; its input shape is checked against the data.
         limit: at most this many inputs.
+        labels: return ``(images, labels)`` (for quantization-aware fine-tuning); a ``.npy``
+            file has no labels.
 
     Raises:
-        ValueError: no source, a missing file, or inputs whose shape the model does not take.
+        ValueError: no source, a missing file, inputs whose shape the model does not take,
+            or labels asked of a ``.npy`` file.
     """
     import os
 
@@ -48,6 +51,11 @@ def load_calibration(source: str | None, model, *, limit: int = 500):
             "--int8 needs calibration data: --calibration fashion_mnist|cifar10|FOLDER|inputs.npy"
         )
     if source.endswith(".npy"):
+        if labels:
+            raise ValueError(
+                f"--qat-epochs needs labelled images, which {source!r} lacks: pass "
+                "--calibration fashion_mnist|cifar10|FOLDER."
+            )
         if not os.path.isfile(source):
             raise ValueError(f"Calibration file {source!r} does not exist.")
         x = np.load(source)[:limit].astype(np.float32)
@@ -61,10 +69,12 @@ def load_calibration(source: str | None, model, *, limit: int = 500):
         from melius_larq.zoo.folder import folder_images
 
         height, _, channels = model.input_shape[1:]
-        return folder_images(source, image_size=height, channels=channels, limit=limit)[0]
+        x, y = folder_images(source, image_size=height, channels=channels, limit=limit)
+        return (x, y) if labels else x
     from melius_larq.zoo.data import dataset_inputs
 
-    return dataset_inputs(source, model.input_shape[1:], limit=limit, split="train")
+    return dataset_inputs(source, model.input_shape[1:], limit=limit, split="train",
+                          with_labels=labels)  # fmt: skip
 
 
 def _write_json(data: dict, path: str | None) -> None:
@@ -82,6 +92,8 @@ def _cmd_convert(args) -> int:
     out_dir = Path(args.output).parent
     if not out_dir.is_dir():
         raise OSError(f"Cannot write {args.output!r}: directory {str(out_dir)!r} does not exist.")
+    if args.qat_epochs and not args.int8:
+        raise ValueError(f"--qat-epochs {args.qat_epochs} needs --int8.")
     model = _load_keras(args.model, args.input_size, args.num_classes)
     input_shape = (
         (args.input_size, args.input_size, model.input_shape[-1]) if args.input_size else None
@@ -90,7 +102,11 @@ def _cmd_convert(args) -> int:
         from melius_larq.deploy.int8 import convert_int8
 
         calibration = load_calibration(args.calibration, model, limit=args.calibration_samples)
-        buf = convert_int8(model, calibration, target=args.target, int8_io=args.int8_io)
+        qat = {}
+        if args.qat_epochs:
+            data = load_calibration(args.calibration, model, limit=args.qat_samples, labels=True)
+            qat = {"qat_data": data, "qat_epochs": args.qat_epochs, "verbose": 2}
+        buf = convert_int8(model, calibration, target=args.target, int8_io=args.int8_io, **qat)
     elif args.int8_weights:
         from melius_larq.deploy.int8 import convert_int8_weights
 
@@ -257,6 +273,11 @@ def add_subcommands(sub) -> None:
         "folder of images with one sub-folder per class, or a .npy file of preprocessed inputs",
     )
     p.add_argument("--calibration-samples", type=positive_int, default=500)
+    p.add_argument("--qat-epochs", type=non_negative_int, default=0,
+                   help="with --int8: quantization-aware fine-tuning epochs on labelled "
+                   "--calibration images (a dataset name or a folder)")  # fmt: skip
+    p.add_argument("--qat-samples", type=positive_int, default=16384,
+                   help="training images for --qat-epochs")  # fmt: skip
     p.add_argument("--json", help="also write the conversion report as JSON")
     p.set_defaults(func=_cmd_convert)
 
