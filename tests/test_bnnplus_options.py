@@ -453,3 +453,29 @@ def test_train_cli_turns_a_bad_option_into_an_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "'sigmoid'" in err and "\n" not in err
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+# LCE accumulates binary dot products exactly and folds α and BatchNorm into multiply-adds, so
+# it differs from Keras by float32 re-association only (measured < 1e-6 of the output scale);
+# 1e-4 of the scale leaves headroom and still fails on a dropped α or BatchNorm (order 1).
+LCE_RTOL = 1e-4
+
+
+@pytest.mark.parametrize("binarization", ["ste", "bnn+"])
+def test_binarynet_small_converts_every_binary_layer_to_lce(binarization):
+    lce = pytest.importorskip("larq_compute_engine")
+    from conftest import trained_like
+
+    from melius_larq.deploy import convert_model, op_inventory
+
+    model = trained_like(melius_larq.BinaryNetSmall(classifier_activation=None,
+                                                    binarization=binarization))  # fmt: skip
+    buf = convert_model(model)
+    ops = op_inventory(buf)
+    # five binary convs and the binary dense layer (as a 1x1 binary conv); one float conv
+    assert ops.get("LceBconv2d") == 6 and ops.get("CONV_2D") == 1, ops
+    assert ops.get("FULLY_CONNECTED") == 1, ops  # the float classifier
+    x = _inputs((2, 28, 28, 1))
+    expected = model(x, training=False).numpy()
+    got = lce.testing.Interpreter(buf).predict(x)
+    np.testing.assert_allclose(got, expected, atol=LCE_RTOL * np.abs(expected).max(), rtol=0)
