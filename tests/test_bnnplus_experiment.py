@@ -154,5 +154,6 @@ def test_cli_passes_budgets_seeds_and_quick_mode(tmp_path, monkeypatch, capsys):
     assert seen["betas"] == [2.0, 5.0, 10.0] and seen["lambdas"] == list(exp.DEFAULT_LAMBDAS)
     exp.main(["--quick"])
     assert seen["epochs"] == {1: 1, 2: 1, 3: 1} and seen["train_limit"] == 1024
+    assert (seen["runs"], seen["results"]) == ("runs/bnnplus_quick", "runs/bnnplus_quick/results")
     assert len(seen["seeds"]) == 2 and len(seen["betas"]) == len(seen["lambdas"]) == 1
     assert capsys.readouterr().err.strip().endswith("error: stop here")

@@ -527,8 +527,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m melius_larq.zoo.bnnplus_experiment", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("--runs", default="runs/bnnplus", help="directory of the training runs")
-    parser.add_argument("--results", default="docs/bnnplus_results", help="results directory")
+    parser.add_argument(
+        "--runs",
+        help="directory of the training runs (default runs/bnnplus; "
+        "runs/bnnplus_quick with --quick)",
+    )
+    parser.add_argument(
+        "--results",
+        help="results directory (default docs/bnnplus_results; "
+        "runs/bnnplus_quick/results with --quick)",
+    )
     parser.add_argument("--until", type=int, default=3, choices=(1, 2, 3),
                         help="run steps 1 to N (default 3)")  # fmt: skip
     for step in (1, 2, 3):
@@ -552,10 +560,13 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds, "betas": args.betas, "lambdas": args.lambdas,
         "train_limit": args.train_limit, "overrides": args.set,
     }  # fmt: skip
-    if args.quick:
+    runs, results = "runs/bnnplus", "docs/bnnplus_results"
+    if args.quick:  # its numbers measure nothing: kept out of the real runs and the docs
         options.update(QUICK)
+        runs, results = "runs/bnnplus_quick", "runs/bnnplus_quick/results"
     try:
-        result = run(args.runs, args.results, until=args.until, step1_seed=args.step1_seed,
+        result = run(args.runs or runs, args.results or results, until=args.until,
+                     step1_seed=args.step1_seed,
                      data_dir=args.data_dir, verbose=args.verbose, **options)  # fmt: skip
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
