@@ -264,6 +264,16 @@ def test_kill_9_and_resume_loses_at_most_one_epoch(tiny_fmnist, tmp_path):
     assert model.name == "meliusnettiny"
 
 
+def test_resume_of_a_bnnplus_run_from_before_the_mean_regularizer_keeps_the_sum(tmp_path):
+    from melius_larq.zoo.train import resume_recipe
+
+    old = get_recipe("meliusnettiny_fashion_mnist").to_dict()
+    old.update(binarization="bnn+")
+    del old["bnn_reduction"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert resume_recipe(tmp_path, old["name"]).bnn_reduction == "sum"
+
+
 def test_resume_recipe_continues_the_runs_own_config(tmp_path):
     from melius_larq.zoo.train import resume_recipe
 
@@ -314,32 +324,6 @@ def test_bnnplus_recipe_in_mixed_bfloat16_saves_a_float32_model(tiny_fmnist, tmp
     )
     with pytest.raises(ValueError, match="Unknown precision 'float8'"):
         train(_quick(precision="float8"), tmp_path / "bad", data_dir=str(tiny_fmnist), verbose=0)
-
-
-def test_bnnplus_experiment_reads_finished_runs_and_summarizes(tmp_path):
-    from melius_larq.zoo import bnnplus_experiment as exp
-
-    runs = tmp_path / "runs"
-    for name, accs in (("STE", (0.80, 0.82)), ("BNN+ L2, β trainable", (0.81, 0.85))):
-        for seed, acc in enumerate(accs):
-            d = runs / f"{exp._slug(name)}_seed{seed}"
-            d.mkdir(parents=True)
-            extra = {"beta_mean": 4.0 + seed, "alpha_mean": 0.1} if "BNN" in name else {}
-            record = {"config": name, "seed": seed, "test_accuracy": acc, **extra}
-            (d / "experiment.json").write_text(json.dumps(record))
-    result = exp.run(tmp_path / "out", runs=runs, seeds=(0, 1),
-                     configs=["STE", "BNN+ L2, β trainable"])  # fmt: skip
-    ste, bnn = result["configs"]["STE"], result["configs"]["BNN+ L2, β trainable"]
-    assert ste["mean"] == pytest.approx(0.81) and ste["std"] == pytest.approx(
-        np.std([0.8, 0.82], ddof=1)
-    )
-    assert bnn["beta_mean"] == pytest.approx(4.5) and "beta_mean" not in ste
-    table = (tmp_path / "out" / "results.md").read_text()
-    assert "| STE | 81.00 ± 1.41 % | 80.00, 82.00 | – | – |" in table
-    assert "| BNN+ L2, β trainable | 83.00 ± 2.83 % | 81.00, 85.00 | 4.50 | 0.100 |" in table
-    assert (tmp_path / "out" / exp.PLOT_NAME).stat().st_size > 0
-    with pytest.raises(ValueError, match="Unknown configuration"):
-        exp.run(tmp_path / "out", runs=runs, configs=["XNOR"])
 
 
 def _free_port():

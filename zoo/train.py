@@ -207,6 +207,8 @@ def resume_recipe(run_dir, name: str, overrides=()) -> Recipe:
             f"{str(run_dir)!r} was started with recipe {saved.get('name')!r}, not {name!r}."
         )
     fields = {f.name for f in dataclasses.fields(Recipe)}
+    if saved.get("binarization") == "bnn+" and "bnn_reduction" not in saved:
+        saved["bnn_reduction"] = "sum"  # runs from before the per-weight mean continue as begun
     recipe = Recipe(**{k: v for k, v in saved.items() if k in fields})
     changed = apply_overrides(recipe, overrides)
     bad = [k for k in fields if k != "epochs" and getattr(changed, k) != getattr(recipe, k)]
