@@ -56,7 +56,9 @@ def _part(name: str) -> str:
 def layer_accounting(layer) -> dict:
     """Counts of one layer: ``params``, ``binary_params``, ``macs``, ``binary``."""
     out = {"params": 0, "binary_params": 0, "macs": 0, "binary": False}
-    if isinstance(layer, tf.keras.layers.Conv2D):  # includes QuantConv2D, DepthwiseConv2D
+    # Conv2D includes QuantConv2D; DepthwiseConv2D (MobileNet) is not a Conv2D subclass in
+    # Keras 2, so it is named here: its kernel has Cin*k*k weights and as many MACs per pixel.
+    if isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D)):
         kernel = getattr(layer, "depthwise_kernel", None)
         if kernel is None:
             kernel = layer.kernel
