@@ -427,3 +427,11 @@ def test_tfds_datasets_hold_out_the_end_of_train(monkeypatch):
     make_dataset("imagenet2012", "test", batch_size=1, validation_fraction=0.01)
     make_dataset("imagenet2012", "validation", batch_size=1, validation_fraction=0.01)
     assert asked == ["validation", "train[49500:]"]
+
+
+def test_register_model_refuses_existing_names():
+    from melius_larq.zoo.train import register_model
+
+    for name in ("MeliusNet22", "meliusnet22", "ResNet18"):
+        with pytest.raises(ValueError, match="already a model name"):
+            register_model(name, lambda **kw: None)

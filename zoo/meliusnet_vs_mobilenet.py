@@ -48,8 +48,8 @@ References:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -182,38 +182,14 @@ def check_networks(networks: Sequence[str], widths: Sequence[float]) -> None:
         raise ValueError("Nothing to compare: no networks and no widths.")
 
 
-@contextlib.contextmanager
-def _siblings_trainable():
-    """Lets :func:`melius_larq.zoo.train.train` build the :data:`SIBLINGS` by name.
-
-    The training loop builds registry models by name; the siblings are not in the registry
-    (they would join every registry-wide test), so its model builder is wrapped while the
-    block runs.
-    """
-    from melius_larq.precision import precision_policy
+def _register_siblings() -> None:
+    """Makes the :data:`SIBLINGS` trainable by name in recipes (``zoo.train.register_model``);
+    they stay out of the registry, which would put them into every registry-wide test."""
     from melius_larq.zoo import train as train_module
-    from melius_larq.zoo.pipeline import DATASETS, IMAGE_SHAPES
 
-    original = train_module.build_model
-
-    def build_model(recipe, num_classes=None):
-        if recipe.model not in SIBLINGS:
-            return original(recipe, num_classes=num_classes)
-        channels = IMAGE_SHAPES[recipe.dataset][1]
-        with precision_policy(recipe.precision):
-            return create_sibling(
-                recipe.model,
-                input_shape=(recipe.input_size, recipe.input_size, channels),
-                num_classes=num_classes or DATASETS[recipe.dataset],
-                stem=recipe.stem,
-                preset=recipe.preset,
-            )
-
-    train_module.build_model = build_model
-    try:
-        yield
-    finally:
-        train_module.build_model = original
+    for name in SIBLINGS:
+        if name not in train_module._EXTRA_BUILDERS:
+            train_module.register_model(name, functools.partial(create_sibling, name))
 
 
 def _networks(networks, widths) -> list[dict]:
@@ -284,9 +260,9 @@ def _train_or_read(recipe, run_dir: Path, data_dir, verbose) -> dict:
     if not (run_dir / "metrics.json").exists():
         print(f"\n== {run_dir} ==", flush=True)
         start = time.perf_counter()
-        with _siblings_trainable():
-            train_module.train(recipe, run_dir, resume=config.exists(), data_dir=data_dir,
-                               verbose=verbose)  # fmt: skip
+        _register_siblings()
+        train_module.train(recipe, run_dir, resume=config.exists(), data_dir=data_dir,
+                           verbose=verbose)  # fmt: skip
         seconds = round(time.perf_counter() - start, 1)
         from melius_larq._io import write_text_atomic
 

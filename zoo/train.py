@@ -25,7 +25,9 @@ from melius_larq.zoo.folder import is_image_folder, scan_image_folder
 from melius_larq.zoo.pipeline import DATASETS, IMAGE_SHAPES, make_dataset, num_classes
 from melius_larq.zoo.recipes import Recipe, apply_overrides, bnn_plus_options, check_recipe
 
-__all__ = ["NaNLossError", "evaluate", "make_strategy", "resume_recipe", "train"]
+__all__ = [
+    "NaNLossError", "evaluate", "make_strategy", "register_model", "resume_recipe", "train",
+]  # fmt: skip
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -91,6 +93,26 @@ def _task_name() -> str:
     return f"{task.get('type', 'chief')}_{task.get('index', 0)}"
 
 
+# Models that recipes may name besides the registry's and the float models:
+# name -> builder(input_shape=, num_classes=, stem=, preset=), see register_model.
+_EXTRA_BUILDERS: dict = {}
+
+
+def register_model(name: str, builder) -> None:
+    """Makes ``builder`` trainable by name in recipes (``Recipe.model``).
+
+    Args:
+        name: the model name recipes use; must not shadow a registry or float model.
+        builder: called as ``builder(input_shape=, num_classes=, stem=, preset=)``.
+
+    Raises:
+        ValueError: for a name that the registry or the float models already have.
+    """
+    if name in FLOAT_MODELS or name.lower() in (n.lower() for n in melius_larq.list_models()):
+        raise ValueError(f"{name!r} is already a model name; pick another.")
+    _EXTRA_BUILDERS[name] = builder
+
+
 def build_model(recipe: Recipe, num_classes: int | None = None) -> tf.keras.Model:
     """The recipe's model (registry or float model), under the recipe's precision policy.
 
@@ -103,6 +125,8 @@ def build_model(recipe: Recipe, num_classes: int | None = None) -> tf.keras.Mode
     with precision_policy(recipe.precision):
         if recipe.model in FLOAT_MODELS:
             return create_float_model(recipe.model, width=recipe.width, **shape)
+        if recipe.model in _EXTRA_BUILDERS:
+            return _EXTRA_BUILDERS[recipe.model](stem=recipe.stem, preset=recipe.preset, **shape)
         kwargs = {}
         if recipe.binarization != "ste":
             kwargs["binarization"] = recipe.binarization
