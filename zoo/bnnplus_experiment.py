@@ -276,8 +276,9 @@ def _step(runs_dir: Path, base, arms: dict[str, dict], seeds, data_dir, verbose)
 
 
 def _claim(step: dict, baseline: str, other: str) -> dict:
-    """Welch's test on test top-1 of ``other`` against ``baseline``, and the issue's target:
-    ``other`` ahead by more than one standard deviation of either arm."""
+    """Welch's test on test top-1 of ``other`` against ``baseline``, and whether ``other`` is
+    ahead by more than one standard deviation of either arm (the paper's direction, beyond
+    the seed noise)."""
     a, b = step["arms"][other], step["arms"][baseline]
     test = welch_t_test([r["test_accuracy"] for r in a["runs"]],
                         [r["test_accuracy"] for r in b["runs"]])  # fmt: skip

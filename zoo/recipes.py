@@ -179,8 +179,8 @@ RECIPES: dict[str, Recipe] = {
         # (melius_larq.zoo.meliusnet_vs_mobilenet): one optimizer, schedule, batch, budget and
         # augmentation for the binary networks (the model field names one of them; the
         # experiment swaps in the others) and for the float MobileNet-v1 (any width). The
-        # learning rate is chosen per network on validation; the one here is a placeholder
-        # from the middle of the experiment's grid.
+        # learning rate is chosen per network on validation; the one here is the middle of
+        # the experiment's grid.
         Recipe("mvm_binary_fashion_mnist", "MeliusNetTiny", "fashion_mnist", 3, 128, 0.006,
                stem="small", input_size=28, augment="flip_crop"),
         Recipe("mvm_float_fashion_mnist", "MobileNetV1", "fashion_mnist", 3, 128, 0.006,
