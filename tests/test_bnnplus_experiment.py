@@ -69,6 +69,7 @@ def test_each_attribution_arm_changes_only_what_its_name_says():
     assert bnnplus.DEFAULT_REG_LAMBDA["manhattan"] in exp.DEFAULT_LAMBDAS
 
 
+@pytest.mark.large  # 21 tiny training runs: about a minute
 def test_pipeline_end_to_end_on_a_tiny_budget(tiny_fmnist, tmp_path, monkeypatch):
     import melius_larq.zoo.train as train_mod
 

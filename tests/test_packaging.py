@@ -20,7 +20,8 @@ FOLDERS = {"melius_larq": "melius_larq", "deploy": "melius_larq.deploy", "zoo": 
 def _layer(module: str) -> str:
     if module == "melius_larq.__main__":
         return "cli"
-    for layer in ("melius_larq.cli", "melius_larq.deploy", "melius_larq.zoo"):
+    for layer in ("melius_larq.cli", "melius_larq.experiments", "melius_larq.deploy",
+                  "melius_larq.zoo"):  # fmt: skip
         if module == layer or module.startswith(layer + "."):
             return layer.split(".")[1]
     return "library"
@@ -32,7 +33,8 @@ ALLOWED = {
     "library": {"library"},
     "deploy": {"library", "deploy"},
     "zoo": {"library", "zoo"},
-    "cli": {"library", "deploy", "zoo", "cli"},
+    "experiments": {"library", "deploy", "zoo", "experiments"},
+    "cli": {"library", "deploy", "zoo", "experiments", "cli"},
 }
 
 

@@ -188,7 +188,7 @@ def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: 
         table += (
             "\n\nint8 is below 99 % agreement on this network: a binary network turns int8 "
             "rounding of its float layers into flipped signs, which moves near-tie predictions "
-            "(compare the int8 test top-1 instead). See README, 'int8'."
+            "(compare the int8 test top-1 instead). See docs/deployment.md, 'int8 non-binary layers'."
         )
     print("\n" + table)
     (out / "report.md").write_text(table + "\n")
