@@ -34,6 +34,7 @@ def test_pareto_front():
     assert [p["id"] for p in pareto_front(points)] == ["c", "a", "b"]
 
 
+@pytest.mark.large  # trains two small networks and sweeps both methods: ~30 s
 def test_pipeline_end_to_end_and_reuse(tiny_fmnist, tmp_path, monkeypatch, capsys):
     results, runs = tmp_path / "results", tmp_path / "runs"
     args = ["--smoke", "--data-dir", str(tiny_fmnist), "--results", str(results),

@@ -189,6 +189,7 @@ def _quick(tiny_fmnist):
             "data_dir": str(tiny_fmnist), "verbose": 0}  # fmt: skip
 
 
+@pytest.mark.large  # trains, converts and times two networks: ~30 s
 def test_pipeline_end_to_end_and_rerun_reads_back(tiny_fmnist, tmp_path, monkeypatch):
     pytest.importorskip("larq_compute_engine")
     runs, results = tmp_path / "runs", tmp_path / "results"

@@ -267,6 +267,7 @@ def test_bad_teachers_leave_no_run_behind(tiny_fmnist, tmp_path, teacher, match)
     assert not (run / "config.json").exists()
 
 
+@pytest.mark.large  # trains a teacher and a student: ~25 s
 def test_teacher_from_a_recipe_is_trained_once_in_the_run_dir(tiny_fmnist, tmp_path, monkeypatch):
     from melius_larq.zoo import recipes
 
