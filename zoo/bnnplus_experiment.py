@@ -196,17 +196,10 @@ def _history(run_dir: Path) -> dict[str, list[float]]:
 def _train_or_read(recipe, run_dir: Path, data_dir, verbose) -> dict:
     """One run's record: trained into ``run_dir``, or read back when it has finished there."""
     from melius_larq._compat import tf
-    from melius_larq.zoo.train import train
+    from melius_larq.zoo.train import check_run_settings, train
 
     config = run_dir / "config.json"
-    if config.exists():
-        saved = json.loads(config.read_text())
-        changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k, v) != v)
-        if changed:
-            raise ValueError(
-                f"{str(run_dir)!r} holds a run with other settings ({', '.join(changed)}); "
-                "pass another --runs directory."
-            )
+    check_run_settings(recipe, run_dir)
     record_file = run_dir / "experiment.json"
     if not (run_dir / "metrics.json").exists():
         print(f"\n== {run_dir} ==", flush=True)

@@ -26,7 +26,8 @@ from melius_larq.zoo.pipeline import DATASETS, IMAGE_SHAPES, make_dataset, num_c
 from melius_larq.zoo.recipes import Recipe, apply_overrides, bnn_plus_options, check_recipe
 
 __all__ = [
-    "NaNLossError", "evaluate", "make_strategy", "register_model", "resume_recipe", "train",
+    "NaNLossError", "check_run_settings", "evaluate", "make_strategy", "register_model",
+    "resume_recipe", "train",
 ]  # fmt: skip
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -241,6 +242,25 @@ def resume_recipe(run_dir, name: str, overrides=()) -> Recipe:
             f"--resume continues the run's own recipe; only epochs may change, not {bad}."
         )
     return changed
+
+
+def check_run_settings(recipe: Recipe, run_dir) -> None:
+    """Refuses to continue or read back a run directory that holds another recipe's run.
+
+    Raises:
+        ValueError: naming the settings in which ``run_dir/config.json`` differs from
+            ``recipe`` (fields it lacks count as equal).
+    """
+    config = Path(run_dir) / "config.json"
+    if not config.exists():
+        return
+    saved = json.loads(config.read_text())
+    changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k, v) != v)
+    if changed:
+        raise ValueError(
+            f"{str(run_dir)!r} holds a run with other settings ({', '.join(changed)}); "
+            "pass another --runs directory."
+        )
 
 
 def _best_validation_epoch(history_csv: Path | None, history: dict) -> dict:

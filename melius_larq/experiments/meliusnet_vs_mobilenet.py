@@ -249,14 +249,7 @@ def _train_or_read(recipe, run_dir: Path, data_dir, verbose) -> dict:
     from melius_larq.zoo import train as train_module
 
     config = run_dir / "config.json"
-    if config.exists():
-        saved = json.loads(config.read_text())
-        changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k, v) != v)
-        if changed:
-            raise ValueError(
-                f"{str(run_dir)!r} holds a run with other settings ({', '.join(changed)}); "
-                "pass another --runs directory."
-            )
+    train_module.check_run_settings(recipe, run_dir)
     if not (run_dir / "metrics.json").exists():
         print(f"\n== {run_dir} ==", flush=True)
         start = time.perf_counter()
