@@ -9,10 +9,17 @@
 
 from __future__ import annotations
 
+import larq as lq
 import numpy as np
 
 from melius_larq._compat import tf
-from melius_larq.deploy.int8_rewrite import _clone, _inbound, _is_float_layer, _is_relu
+from melius_larq.deploy.int8_rewrite import (
+    ChannelScale,
+    _clone,
+    _inbound,
+    _is_float_layer,
+    _is_relu,
+)
 from melius_larq.layers import ChannelShuffle
 
 __all__ = [
@@ -162,6 +169,16 @@ def share_scales(model: tf.keras.Model, ranges: dict) -> dict:
     return {name: merged[find(name)] for name in ranges}
 
 
+def _scaled_binary_output(layer) -> bool:
+    """A binary layer whose only consumer is the :class:`ChannelScale` of its output."""
+    users = [node.outbound_layer for node in layer._outbound_nodes]
+    return (
+        isinstance(layer, lq.layers_base.QuantizerBase)
+        and len(users) == 1
+        and isinstance(users[0], ChannelScale)
+    )
+
+
 def fake_quant_model(model: tf.keras.Model, ranges: dict) -> tf.keras.Model:
     """A new model with int8 fake-quantization of every tensor and every float kernel.
 
@@ -189,5 +206,8 @@ def fake_quant_model(model: tf.keras.Model, ranges: dict) -> tf.keras.Model:
         out = clone(arg)
         if weights:
             clone.set_weights(weights)
-        tensors[layer.name] = FakeQuant(*ranges[layer.name], name=f"{layer.name}_fq")(out)
+        if _scaled_binary_output(layer):  # LCE fuses the ChannelScale into the conv
+            tensors[layer.name] = out
+        else:
+            tensors[layer.name] = FakeQuant(*ranges[layer.name], name=f"{layer.name}_fq")(out)
     return tf.keras.Model(inp, tensors[model.layers[-1].name], name=f"{model.name}_int8")

@@ -96,16 +96,21 @@ def test_int8_needs_calibration_data(trained):
         convert_int8(trained[0], np.zeros((0, 28, 28, 1), np.float32))
 
 
-def test_prepare_for_int8_keeps_the_function_of_a_meliusnet():
-    """BN folding, BN-as-depthwise and the binary-output rescaling change no prediction."""
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_prepare_for_int8_keeps_the_function_of_a_meliusnet(calibrated):
+    """BN folding, pre-sign shifts and the rescaling of binary and concatenated outputs
+    change no prediction; with calibration every concatenated channel lies in [-1, 1] on
+    the calibration inputs and the largest one reaches 1."""
+    from conftest import trained_like
+
     import melius_larq
     from melius_larq.deploy.int8 import prepare_for_int8
 
-    model = melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), num_classes=10, stem="small",
-                                      classifier_activation=None)  # fmt: skip
+    model = trained_like(melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), num_classes=10,
+                                                   stem="small", classifier_activation=None), 1)  # fmt: skip
     x = np.random.RandomState(0).normal(0, 1, (8, 28, 28, 1)).astype(np.float32)
     expected = model(x, training=False).numpy()
-    prepared = prepare_for_int8(model)
+    prepared = prepare_for_int8(model, calibration=x if calibrated else None)
     got = prepared(x, training=False).numpy()
     rescaled = [layer.name for layer in prepared.layers if layer.name.endswith("_rescale")]
     assert len(rescaled) == 14  # one per binary conv
@@ -113,39 +118,131 @@ def test_prepare_for_int8_keeps_the_function_of_a_meliusnet():
     # so compare the logits' scale-relative error and the predictions
     np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
     np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
+    concats = [layer for layer in prepared.layers
+               if isinstance(layer, tf.keras.layers.Concatenate)]  # fmt: skip
+    peaks = [np.abs(out.numpy()).max(axis=(0, 1, 2)) for out in
+             tf.keras.Model(prepared.inputs, [c.output for c in concats])(x)]  # fmt: skip
+    if calibrated:
+        for peak in peaks:
+            assert peak.max() <= 1.0 + 1e-5
+        assert max(p.max() for p in peaks) >= 1.0 - 1e-5
+    else:  # binary sums x 1/32 and float features: channels far outside [-1, 1]
+        assert max(p.max() for p in peaks) > 2.0
 
 
-def test_presign_batchnorms_become_exact_sign_thresholds():
-    """Pre-sign BatchNorms with negative, tiny and ordinary scales become ±1 depthwise kernels
-    with thresholds; the prepared model (calibrated on the same inputs, so thresholds are
+def test_int8_meliusnet_has_no_rescaling_ops_left():
+    """The pre-sign BatchNorms are ADDs (no depthwise conv per block) and the binary
+    outputs' rescaling is fused into LceBconv2d (no MUL)."""
+    from conftest import trained_like
+
+    import melius_larq
+
+    model = trained_like(melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), num_classes=10,
+                                                   stem="small"), 2)  # fmt: skip
+    x = np.random.RandomState(0).normal(0, 1, (16, 28, 28, 1)).astype(np.float32)
+    ops = op_inventory(convert_int8(model, x))
+    assert ops["LceBconv2d"] == 14 and "MUL" not in ops
+    assert ops["ADD"] == 14 + 7  # pre-sign shifts and the ImprovementBlocks' additions
+    assert ops["DEPTHWISE_CONV_2D"] == 4  # the three transitions' and the head's BatchNorm
+
+
+# preset "lce" pads binary convs with +1 (a negated channel's padding would be wrong, so a
+# BatchNorm with negative scales becomes a ±1 depthwise conv); "larq_zoo" pads with 0
+@pytest.mark.parametrize("preset", ["lce", "larq_zoo"])
+def test_presign_batchnorms_become_exact_sign_thresholds(preset):
+    """Pre-sign BatchNorms with negative, tiny and ordinary scales keep every sign: with
+    zero padding (and without negative scales) they become per-channel shifts by their
+    thresholds and the binary convs that read them negate exactly the input channels whose
+    scale is negative; with ±1 padding a BatchNorm with negative scales becomes a ±1
+    depthwise conv. The prepared model (calibrated on the same inputs, so thresholds are
     clipped only beyond them) predicts what the original does."""
     from conftest import trained_like
 
     import melius_larq
     from melius_larq.deploy.int8 import prepare_for_int8
-    from melius_larq.fold import feeds_only_signs
+    from melius_larq.fold import batchnorm_affine, feeds_only_signs
+    from melius_larq.layers import ChannelShift
 
     model = trained_like(melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), num_classes=10,
-                                                   stem="small", classifier_activation=None), 3)  # fmt: skip
+                                                   stem="small", classifier_activation=None,
+                                                   preset=preset), 3)  # fmt: skip
     rng = np.random.RandomState(0)
     presign = [layer for layer in model.layers
                if isinstance(layer, tf.keras.layers.BatchNormalization) and feeds_only_signs(layer)]  # fmt: skip
     assert len(presign) == 14
-    for layer in presign:
-        gamma = layer.gamma.numpy() * rng.choice([-1.0, 1.0, 1e-4], size=layer.gamma.shape,
-                                                 p=[0.3, 0.6, 0.1])  # fmt: skip
+    for i, layer in enumerate(presign):
+        signs = [-1.0, 1.0, 1e-4] if i % 2 else [1.0, 1e-4]  # every other one all positive
+        gamma = layer.gamma.numpy() * rng.choice(signs, size=layer.gamma.shape)
         layer.gamma.assign(gamma)
     x = rng.normal(0, 1, (16, 28, 28, 1)).astype(np.float32)
     expected = model(x, training=False).numpy()
     prepared = prepare_for_int8(model, calibration=x)
     for layer in presign:
-        kernel = prepared.get_layer(layer.name).get_weights()[0]
-        np.testing.assert_array_equal(np.abs(kernel), 1.0)
-        a = layer.gamma.numpy()
-        np.testing.assert_array_equal(kernel.ravel(), np.sign(a))
+        a, _ = batchnorm_affine(layer)
+        rewritten = prepared.get_layer(layer.name)
+        conv = layer._outbound_nodes[0].outbound_layer
+        before = conv.get_weights()[0]
+        after = prepared.get_layer(conv.name).get_weights()[0]
+        flipped = np.sign(after) != np.sign(np.where(before == 0, 1.0, before))
+        if preset == "lce" and np.any(a < 0):
+            kernel = rewritten.get_weights()[0]
+            np.testing.assert_array_equal(kernel.ravel(), np.sign(a))
+            assert not flipped.any()
+        else:
+            assert isinstance(rewritten, ChannelShift)
+            # an input channel is negated in every tap and output, exactly when its scale < 0
+            np.testing.assert_array_equal(flipped.all(axis=(0, 1, 3)), a < 0)
+            np.testing.assert_array_equal(flipped.any(axis=(0, 1, 3)), a < 0)
     got = prepared(x, training=False).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
     assert model.get_layer(presign[0].name).gamma.numpy()[0] == presign[0].gamma.numpy()[0]
+
+
+# Largest int8 logit error relative to the logit scale on 256 images: 0.013-0.037 over
+# three weight draws with the dead-channel rule, 1.0 (every logit lost) without it.
+DEAD_CHANNEL_INT8_ERROR = 0.1
+
+
+def test_dead_channels_do_not_swallow_a_depthwise_kernel():
+    """A BatchNorm input channel that is always 0 (a dead ReLU channel: moving variance
+    ~0, so a huge scale) keeps only its constant output; with its scale in the per-tensor
+    int8 kernel the other channels would round to zero and the int8 model lose its
+    predictions (the planted bug: the same channel with the dead-channel rule disabled)."""
+    import melius_larq.deploy.int8_rewrite as rewrite
+
+    x, _, _ = _data()
+    x = x[:256]
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((28, 28, 1))
+    h = tf.keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    h = tf.keras.layers.BatchNormalization(epsilon=1e-30)(h)
+    h = tf.keras.layers.MaxPool2D(2)(h)
+    h = tf.keras.layers.ReLU()(h)
+    h = tf.keras.layers.Conv2D(8, 1)(h)
+    out = tf.keras.layers.Dense(10)(tf.keras.layers.GlobalAveragePooling2D()(h))
+    model = tf.keras.Model(inp, out)
+    conv = model.layers[1]
+    kernel, bias = conv.get_weights()
+    kernel[..., 0], bias[0] = 0.0, -1.0  # channel 0: always 0 after the ReLU
+    conv.set_weights([kernel, bias])
+    bn = model.layers[2]
+    feats = tf.keras.Model(inp, conv.output)(x).numpy()
+    variance = feats.reshape(-1, 8).var(0)
+    variance[0] = 0.0
+    bn.set_weights([np.ones(8), np.full(8, 0.1), feats.reshape(-1, 8).mean(0), variance])
+    expected = model.predict(x, verbose=0)
+
+    def int8_error():
+        got = run_lce(convert_int8(model, x[:128]), x)
+        return np.abs(got - expected).max() / np.abs(expected).max()
+
+    assert int8_error() < DEAD_CHANNEL_INT8_ERROR
+    original = rewrite.DEAD_CHANNEL
+    try:
+        rewrite.DEAD_CHANNEL = -1.0  # no channel counts as dead
+        assert int8_error() > 0.5
+    finally:
+        rewrite.DEAD_CHANNEL = original
 
 
 # the planted-bug control (shuffled labels) trains as long again: in the large set
