@@ -404,8 +404,11 @@ def test_demo_runs_end_to_end_on_a_tiny_dataset(tiny_fmnist, tmp_path):
     assert report["lce_top1_agreement"] >= 31 / 32  # 32 test images: one near-tie may flip
     assert report["lce_test_accuracy"] == pytest.approx(report["test_accuracy"], abs=1 / 32)
     assert set(report["phase_seconds"]) == {"train", "convert", "verify", "benchmark"}
-    assert all(len(v) == 3 for v in report["latency_medians_ms"].values())
-    assert report["lce_ms"] == min(report["latency_medians_ms"]["LCE"])
+    medians = report["latency_medians_ms"]
+    assert len(medians) == 5 and all(len(v) == 3 for v in medians.values())
+    assert report["lce_ms"] == min(medians["LCE"] + medians["LCE + XNNPACK"])
+    assert report["lce_int8_ms"] == min(medians["LCE int8"] + medians["LCE int8 + XNNPACK"])
+    assert report["lce_xnnpack"] == (min(medians["LCE + XNNPACK"]) < min(medians["LCE"]))
     for name in ("model.tflite", "model_int8.tflite", "report.json", "report.md", "deploy.png",
                  "train/model.keras", "train/curves.png"):  # fmt: skip
         assert (out / name).exists(), name
