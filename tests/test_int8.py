@@ -208,7 +208,7 @@ def test_dead_channels_do_not_swallow_a_depthwise_kernel():
     ~0, so a huge scale) keeps only its constant output; with its scale in the per-tensor
     int8 kernel the other channels would round to zero and the int8 model lose its
     predictions (the planted bug: the same channel with the dead-channel rule disabled)."""
-    import melius_larq.deploy.int8_rewrite as rewrite
+    from melius_larq.deploy.int8 import share_scales
 
     x, _, _ = _data()
     x = x[:256]
@@ -232,17 +232,19 @@ def test_dead_channels_do_not_swallow_a_depthwise_kernel():
     bn.set_weights([np.ones(8), np.full(8, 0.1), feats.reshape(-1, 8).mean(0), variance])
     expected = model.predict(x, verbose=0)
 
-    def int8_error():
-        got = run_lce(convert_int8(model, x[:128]), x)
+    def int8_error(**options):
+        from melius_larq.deploy.int8 import calibrate_ranges, fake_quant_model, prepare_for_int8
+
+        calib = x[:128]
+        prepared = prepare_for_int8(model, calibration=calib, **options)
+        qmodel = fake_quant_model(
+            prepared, share_scales(prepared, calibrate_ranges(prepared, calib))
+        )
+        got = run_lce(convert_model(qmodel), x)
         return np.abs(got - expected).max() / np.abs(expected).max()
 
     assert int8_error() < DEAD_CHANNEL_INT8_ERROR
-    original = rewrite.DEAD_CHANNEL
-    try:
-        rewrite.DEAD_CHANNEL = -1.0  # no channel counts as dead
-        assert int8_error() > 0.5
-    finally:
-        rewrite.DEAD_CHANNEL = original
+    assert int8_error(constant_dead_channels=False) > 0.5
 
 
 # the planted-bug control (shuffled labels) trains as long again: in the large set

@@ -1,0 +1,138 @@
+"""Which rule of the int8 rewrite buys how much accuracy, on a trained Fashion-MNIST model.
+
+Every arm converts the same trained Keras model with
+:func:`melius_larq.deploy.int8.convert_int8`'s pipeline, changing one rule of
+:func:`~melius_larq.deploy.int8.prepare_for_int8` (or adding quantization-aware
+fine-tuning), and scores the int8 flatbuffer on the validation split (the last 10 % of the
+training images); the test set is not used. Calibration: the first training images.
+
+Usage (the demo's model)::
+
+    python -m melius_larq.experiments.int8_ablation runs/demo/train/model.keras \\
+        --results docs/int8_ablation
+
+Writes ``results.json`` and ``results.md`` into ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import melius_larq  # noqa: F401  (sets up Keras 2 before TensorFlow)
+from melius_larq._compat import tf
+from melius_larq._io import write_text_atomic
+
+__all__ = ["ARMS", "main", "run"]
+
+# name -> prepare_for_int8 options; "qat_lr" adds one epoch of fine-tuning at that rate.
+ARMS: dict[str, dict] = {
+    "all rules (default)": {},
+    "without the concatenation scaling": {"normalize_concat_inputs": False},
+    "with every other BatchNorm normalised": {"normalize_batchnorms": True},
+    "with every other BatchNorm normalised, without the concatenation scaling": {
+        "normalize_batchnorms": True,
+        "normalize_concat_inputs": False,
+    },
+    "without the dead-channel rule": {"constant_dead_channels": False},
+    "default + fine-tuning, Adam 3e-5": {"qat_lr": 3e-5},
+    "default + fine-tuning, Adam 3e-4": {"qat_lr": 3e-4},
+}
+
+
+def _convert(model, calibration, options: dict, qat_data) -> bytes:
+    from melius_larq.deploy.convert import convert_model
+    from melius_larq.deploy.int8 import (
+        calibrate_ranges,
+        fake_quant_model,
+        prepare_for_int8,
+        quantization_aware_finetune,
+        share_scales,
+    )
+
+    options = dict(options)
+    qat_lr = options.pop("qat_lr", None)
+    prepared = prepare_for_int8(model, calibration=calibration, **options)
+    qmodel = fake_quant_model(
+        prepared, share_scales(prepared, calibrate_ranges(prepared, calibration))
+    )
+    if qat_lr is not None:
+        quantization_aware_finetune(qmodel, qat_data, epochs=1, learning_rate=qat_lr)
+    return convert_model(qmodel)
+
+
+def run(
+    model_path: str,
+    results: str,
+    *,
+    calibration_samples: int = 500,
+    qat_samples: int = 16384,
+    arms: dict[str, dict] | None = None,
+    data_dir: str | None = None,
+) -> dict:
+    """Converts the model once per arm and returns (and writes) the validation accuracies."""
+    from melius_larq.deploy.verify import run_lce
+    from melius_larq.zoo.data import load_fashion_mnist, preprocess_fashion_mnist, split_sizes
+
+    model = tf.keras.models.load_model(model_path)
+    images, labels = load_fashion_mnist("train", data_dir)
+    n_train, _ = split_sizes(len(images), 0.1)
+    x = preprocess_fashion_mnist(images)
+    x_val, y_val = x[n_train:], labels[n_train:]
+    calibration = x[:calibration_samples]
+    qat_data = (x[:qat_samples], labels[:qat_samples])
+    float_top1 = float(np.mean(model.predict(x_val, batch_size=256, verbose=0).argmax(1) == y_val))
+    out = {"model": str(model_path), "validation_images": int(len(y_val)),
+           "calibration_images": int(len(calibration)), "qat_images": int(len(qat_data[0])),
+           "float_val_accuracy": float_top1, "arms": {}}  # fmt: skip
+    for name, options in (arms or ARMS).items():
+        start = time.perf_counter()
+        buf = _convert(model, calibration, options, qat_data)
+        top1 = float(np.mean(run_lce(buf, x_val).argmax(1) == y_val))
+        out["arms"][name] = {"options": options, "val_accuracy": top1, "bytes": len(buf),
+                             "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+        print(f"{name}: {100 * top1:.2f} %", flush=True)
+    path = Path(results)
+    path.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(json.dumps(out, indent=2) + "\n", path / "results.json")
+    lines = [
+        f"int8 flatbuffers of `{model_path}`, top-1 on the {len(y_val):,} validation images "
+        f"(float Keras: {100 * float_top1:.2f} %); calibration on the first "
+        f"{len(calibration)} training images.",
+        "",
+        "| int8 path | validation top-1 | bytes |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, arm in out["arms"].items():
+        lines.append(f"| {name} | {100 * arm['val_accuracy']:.2f} % | {arm['bytes']:,} |")
+    write_text_atomic("\n".join(lines) + "\n", path / "results.md")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m melius_larq.experiments.int8_ablation",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("model", help="a trained Fashion-MNIST .keras model")
+    parser.add_argument("--results", required=True, help="output directory")
+    parser.add_argument("--calibration-samples", type=int, default=500)
+    parser.add_argument("--qat-samples", type=int, default=16384)
+    parser.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
+    args = parser.parse_args(argv)
+    for flag in ("calibration_samples", "qat_samples"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if not Path(args.model).is_file():
+        parser.error(f"no model file {args.model!r}")
+    run(args.model, args.results, calibration_samples=args.calibration_samples,
+        qat_samples=args.qat_samples, data_dir=args.data_dir)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
