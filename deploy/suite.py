@@ -180,13 +180,22 @@ def run_head_to_head(out: Path, builders: dict, *, rounds: int, runs: int, warmu
     """MeliusNet22 as melius_larq deploys it against larq_zoo's MeliusNet22 as LCE converts it.
 
     Both models get the same trained-like BatchNorm statistics (``randomize_batchnorm``, seed
-    0). Ours: :func:`convert_model`, run with and without XNNPACK for the float layers;
+    0). Ours: :func:`convert_model`, run with and without XNNPACK for the float layers, and
+    :func:`~melius_larq.deploy.int8.convert_int8` (int8 non-binary layers) with XNNPACK;
     larq_zoo's: ``larq_compute_engine.convert_keras_model`` with its defaults, run without
     XNNPACK (LCE's default). All with indirect BGEMM, one thread, timed in alternating rounds.
     """
     from larq_compute_engine import convert_keras_model
 
-    ours = convert_model(randomize_batchnorm(builders["melius_larq MeliusNet22"]()))
+    from melius_larq.deploy.int8 import convert_int8
+
+    model = randomize_batchnorm(builders["melius_larq MeliusNet22"]())
+    ours = convert_model(model)
+    # int8 non-binary layers: latency only (random weights, calibrated on random inputs)
+    shape = model.input_shape[1:]
+    calib = np.random.RandomState(0).uniform(-2, 2, (16, *shape)).astype(np.float32)
+    ours8 = convert_int8(model, calib)
+    del model
     print("converting larq_zoo MeliusNet22 with LCE's convert_keras_model", flush=True)
     peer = convert_keras_model(randomize_batchnorm(builders["larq_zoo MeliusNet22"]()))
     write_atomic(peer, out / "larq_zoo_MeliusNet22_lce_default.tflite")
@@ -195,6 +204,7 @@ def run_head_to_head(out: Path, builders: dict, *, rounds: int, runs: int, warmu
         {
             "melius_larq MeliusNet22 (XNNPACK)": (ours, True),
             "melius_larq MeliusNet22": (ours, False),
+            "melius_larq MeliusNet22 int8 (XNNPACK)": (ours8, True),
             "larq_zoo MeliusNet22 (LCE converter, default runtime)": (peer, False),
         },
         rounds=rounds, runs=runs, warmup=warmup, progress=True,

@@ -125,6 +125,7 @@ def test_head_to_head_converts_the_peer_with_lces_converter(tmp_path):
     builders = {"melius_larq MeliusNet22": _tiny, "larq_zoo MeliusNet22": _tiny}
     result = run_head_to_head(tmp_path, builders, rounds=2, runs=2, warmup=0)
     models = result["models"]
-    assert len(models) == 3 and all(len(m["medians_ms"]) == 2 for m in models.values())
+    assert len(models) == 4 and all(len(m["medians_ms"]) == 2 for m in models.values())
+    assert models["melius_larq MeliusNet22 int8 (XNNPACK)"]["use_xnnpack"] is True
     assert models["larq_zoo MeliusNet22 (LCE converter, default runtime)"]["x_larq_zoo"] == 1.0
     assert (tmp_path / "larq_zoo_MeliusNet22_lce_default.tflite").stat().st_size > 0
