@@ -573,8 +573,8 @@ def prepare_for_int8(
             ``binary_output_scale``. On the demo's MeliusNetTiny: 92.75 % int8 validation
             top-1 with it, 92.30 % without (float 92.80 %).
         constant_dead_channels: with ``calibration``, a BatchNorm input channel that never
-            moved keeps only its constant output (22.6 % int8 validation top-1 on the demo's
-            model without this rule).
+            moved keeps only its constant output (on the demo's model: 92.75 % int8
+            validation top-1 with this rule, 90.73 % without).
 
     Returns:
         The new functional model.

@@ -417,9 +417,9 @@ def test_registry_model_with_bnn_plus_builds_trains_and_regularizes():
     assert len(binary) == 34
     assert all(isinstance(layer, bnnplus.BNNPlusConv2D) for layer in binary)
     conv = binary[0]
-    assert conv.regularizer == "euclidean" and conv.reg_lambda == 10.0
+    assert conv.regularizer == "euclidean" and conv.reg_lambda == 0.1
     assert conv.reduction == "mean"
-    assert conv.pad_values == 1.0 and conv.kernel_constraint.clip_value == 1.0
+    assert conv.pad_values == 1.0 and conv.kernel_constraint is None  # the lce preset's
     assert conv.input_quantizer.train_beta and conv.kernel_quantizer.clip_value is None
     assert len(model.losses) == 34 and all(float(loss) > 0 for loss in model.losses)
 
@@ -452,7 +452,7 @@ def test_builder_rejects_inconsistent_binarization_options():
         bnnplus.BNNPlusConfig(alpha_sharing="filter")
     with pytest.raises(ValueError, match="STE weights"):
         build(binarization="bnn+", weights="imagenet")
-    assert bnnplus.BNNPlusConfig(regularizer="l1").reg_lambda == 0.3
+    assert bnnplus.BNNPlusConfig(regularizer="l1").reg_lambda == 0.003
     assert bnnplus.BNNPlusConfig(regularizer="l1", reduction="sum").reg_lambda == 1e-6
     with pytest.raises(ValueError, match="reg_lambda"):
         bnnplus.BNNPlusConfig(reg_lambda=-1.0)

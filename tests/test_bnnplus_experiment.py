@@ -54,19 +54,27 @@ def test_each_attribution_arm_changes_only_what_its_name_says():
                           "Manhattan λ=3", "α in forward", "BNN+ (all)"]  # fmt: skip
     assert arms["BNN"] == {}
     expected = {
-        "SignSwish β=2": {"activation_estimator", "beta"},
+        "SignSwish β=2": {"activation_estimator"},  # β = 2 is the package default
         "SignSwish β=10": {"activation_estimator", "beta"},
         "Manhattan λ=0.3": {"regularizer", "reg_lambda"},
         "Manhattan λ=3": {"regularizer", "reg_lambda"},
         "α in forward": {"alpha_in_forward"},
-        "BNN+ (all)": {"activation_estimator", "regularizer", "reg_lambda", "alpha_in_forward"},
+        "BNN+ (all)": {
+            "activation_estimator",
+            "beta",
+            "regularizer",
+            "reg_lambda",
+            "alpha_in_forward",
+        },
     }
     for name, fields in expected.items():
         assert _changed_options(arms[name]) == fields, name
     assert _changed_options(arms["SignSwish β=2"]) and arms["Manhattan λ=3"]["bnn_lambda"] == 3.0
-    # the defaults of the issue: 2-3 β, 2-3 λ around the default
+    # 3 β and 3 λ, the full BNN+ arm's among them; the arms do not follow package defaults
     assert len(exp.DEFAULT_BETAS) == 3 and len(exp.DEFAULT_LAMBDAS) == 3
-    assert bnnplus.DEFAULT_REG_LAMBDA["manhattan"] in exp.DEFAULT_LAMBDAS
+    assert exp.FULL_BNNPLUS_LAMBDA in exp.DEFAULT_LAMBDAS
+    assert exp.FULL_BNNPLUS_BETA in exp.DEFAULT_BETAS
+    assert arms["BNN+ (all)"]["bnn_beta"] == 5.0 and arms["BNN+ (all)"]["bnn_lambda"] == 0.3
 
 
 @pytest.mark.large  # 21 tiny training runs: about a minute
@@ -158,3 +166,32 @@ def test_cli_passes_budgets_seeds_and_quick_mode(tmp_path, monkeypatch, capsys):
     assert (seen["runs"], seen["results"]) == ("runs/bnnplus_quick", "runs/bnnplus_quick/results")
     assert len(seen["seeds"]) == 2 and len(seen["betas"]) == len(seen["lambdas"]) == 1
     assert capsys.readouterr().err.strip().endswith("error: stop here")
+
+
+def test_runs_read_back_after_a_default_changes_only_where_it_cannot_matter(tmp_path):
+    """A run directory written when a package default was different is accepted if that
+    field cannot change the run (β of an STE run or of BNN+ without SignSwish, λ without a
+    regularizer) and refused where it can (β of a SignSwish run)."""
+    from melius_larq.zoo.train import check_run_settings
+
+    base = get_recipe(exp.BNN_RECIPE)
+    cases = [
+        ({}, {"bnn_beta": 5.0, "bnn_weight_clip": 1.0}, None),  # STE: bnn_* are inert
+        ({**exp._ALL_OFF, "bnn_alpha_in_forward": True}, {"bnn_beta": 5.0}, None),
+        ({**exp._ALL_OFF, "bnn_activation": "sign_swish"}, {"bnn_beta": 5.0}, "bnn_beta"),
+        (
+            {**exp._ALL_OFF, "bnn_regularizer": "manhattan", "bnn_lambda": 0.3},
+            {"bnn_lambda": 3.0},
+            "bnn_lambda",
+        ),  # fmt: skip
+    ]
+    for i, (overrides, saved_changes, refused) in enumerate(cases):
+        recipe = apply_overrides(base, overrides)
+        run = tmp_path / str(i)
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({**recipe.to_dict(), **saved_changes}))
+        if refused is None:
+            check_run_settings(recipe, run)
+        else:
+            with pytest.raises(ValueError, match=refused):
+                check_run_settings(recipe, run)

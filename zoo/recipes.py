@@ -19,6 +19,7 @@ __all__ = [
     "Recipe",
     "apply_overrides",
     "bnn_plus_options",
+    "effective_settings",
     "check_recipe",
     "get_recipe",
 ]
@@ -112,14 +113,14 @@ class Recipe:
     binarization: str = "ste"
     bnn_regularizer: str = "manhattan"
     bnn_lambda: float | None = None
-    bnn_beta: float = 5.0
+    bnn_beta: float = 2.0
     bnn_train_beta: bool = False
     bnn_activation: str = "sign_swish"
     bnn_activation_clip: float | None = None
     bnn_beta_end: float | None = None
     bnn_beta_ramp_epochs: float | None = None
     bnn_weight_estimator: str = "ste"
-    bnn_weight_clip: float | None = 1.0
+    bnn_weight_clip: float | None = None
     bnn_alpha_in_forward: bool = True
     bnn_alpha_sharing: str = "channel"
     bnn_reduction: str = "mean"
@@ -205,6 +206,25 @@ BNN_PLUS_FIELDS = {
     "bnn_alpha_sharing": "alpha_sharing",
     "bnn_reduction": "reduction",
 }
+
+
+_BETA_FIELDS = ("bnn_beta", "bnn_train_beta", "bnn_beta_end", "bnn_beta_ramp_epochs")
+
+
+def effective_settings(settings: dict) -> dict:
+    """A recipe's fields (``Recipe.to_dict()`` or a run's ``config.json``) without those that
+    cannot change its run: every ``bnn_*`` field of an STE run, the β fields of a BNN+ run
+    without SignSwish, and λ and the reduction of a BNN+ run without a regularizer. Two runs
+    with equal effective settings trained the same way, whatever the package defaults of
+    the ignored fields were when each was written."""
+    out = dict(settings)
+    if out.get("binarization", "ste") == "ste":
+        return {k: v for k, v in out.items() if not k.startswith("bnn_")}
+    if "sign_swish" not in (out.get("bnn_activation"), out.get("bnn_weight_estimator")):
+        out = {k: v for k, v in out.items() if k not in _BETA_FIELDS}
+    if out.get("bnn_regularizer") == "none":
+        out = {k: v for k, v in out.items() if k not in ("bnn_lambda", "bnn_reduction")}
+    return out
 
 
 def bnn_plus_options(recipe: Recipe) -> dict:

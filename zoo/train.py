@@ -23,7 +23,13 @@ from melius_larq.precision import precision_policy
 from melius_larq.zoo.distill import load_teacher, resolve_teacher
 from melius_larq.zoo.folder import is_image_folder, scan_image_folder
 from melius_larq.zoo.pipeline import DATASETS, IMAGE_SHAPES, make_dataset, num_classes
-from melius_larq.zoo.recipes import Recipe, apply_overrides, bnn_plus_options, check_recipe
+from melius_larq.zoo.recipes import (
+    Recipe,
+    apply_overrides,
+    bnn_plus_options,
+    check_recipe,
+    effective_settings,
+)
 
 __all__ = [
     "NaNLossError", "check_run_settings", "evaluate", "make_strategy", "register_model",
@@ -249,13 +255,15 @@ def check_run_settings(recipe: Recipe, run_dir) -> None:
 
     Raises:
         ValueError: naming the settings in which ``run_dir/config.json`` differs from
-            ``recipe`` (fields it lacks count as equal).
+            ``recipe`` (fields it lacks count as equal, and so do fields that cannot change
+            the run, see :func:`~melius_larq.zoo.recipes.effective_settings`).
     """
     config = Path(run_dir) / "config.json"
     if not config.exists():
         return
-    saved = json.loads(config.read_text())
-    changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k, v) != v)
+    saved = effective_settings(json.loads(config.read_text()))
+    wanted = effective_settings(recipe.to_dict())
+    changed = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
     if changed:
         raise ValueError(
             f"{str(run_dir)!r} holds a run with other settings ({', '.join(changed)}); "
