@@ -113,3 +113,13 @@ def tiny_fmnist(tmp_path):
         write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
     return tmp_path
+
+
+# The deepest registry models take 15-35 s per conversion or save/load round trip on 2 cores;
+# the slowest per-model tests run them only in the large set (make test-all, which CI runs).
+DEEPEST_MODELS = ("MeliusNet42", "MeliusNet59")
+
+
+def registry_params(names):
+    """``names`` as pytest parameters, the deepest models marked large."""
+    return [pytest.param(n, marks=pytest.mark.large) if n in DEEPEST_MODELS else n for n in names]

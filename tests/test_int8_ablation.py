@@ -10,6 +10,7 @@ from melius_larq._compat import tf
 pytest.importorskip("larq_compute_engine")
 
 
+@pytest.mark.large  # three int8 conversions and a fine-tuning: ~25 s
 def test_int8_ablation_scores_every_arm_on_validation(tiny_fmnist, tmp_path):
     import melius_larq
     from melius_larq.experiments import int8_ablation

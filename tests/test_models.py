@@ -4,7 +4,7 @@ import inspect
 
 import numpy as np
 import pytest
-from conftest import SMALL_CLASSES, SMALL_SHAPE, small_model
+from conftest import SMALL_CLASSES, SMALL_SHAPE, registry_params, small_model
 
 import melius_larq
 from melius_larq._compat import tf
@@ -100,7 +100,7 @@ def test_no_top_returns_the_final_feature_map(name):
     assert features.shape == (1, 2, 2, _final_channels(name))
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", registry_params(MODELS))
 def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
     model = small_model(name)
     path = tmp_path / f"{name}.keras"
