@@ -247,6 +247,11 @@ def test_dead_channels_do_not_swallow_a_depthwise_kernel():
     assert int8_error(constant_dead_channels=False) > 0.5
 
 
+# 10x the package default (3e-5, chosen for an already accurate int8 model): strong enough
+# that one epoch on shuffled labels (the planted bug) visibly destroys accuracy
+QAT_TEST_LR = 3e-4
+
+
 # the planted-bug control (shuffled labels) trains as long again: in the large set
 @pytest.mark.parametrize("planted", [False, pytest.param(True, marks=pytest.mark.large)])
 def test_quantization_aware_finetuning_keeps_or_improves_accuracy(trained_tiny, planted):
@@ -261,7 +266,8 @@ def test_quantization_aware_finetuning_keeps_or_improves_accuracy(trained_tiny, 
     calib = x[:300]
     plain = run_lce(convert_int8(model, calib), x_test).argmax(1)
     labels = np.random.RandomState(0).permutation(y) if planted else y
-    tuned = run_lce(convert_int8(model, calib, qat_data=(x, labels), qat_epochs=1),
+    tuned = run_lce(convert_int8(model, calib, qat_data=(x, labels), qat_epochs=1,
+                                 qat_learning_rate=QAT_TEST_LR),
                     x_test).argmax(1)  # fmt: skip
     acc_plain, acc_tuned = np.mean(plain == y_test), np.mean(tuned == y_test)
     if planted:
