@@ -142,6 +142,7 @@ def convert_int8(
     qat_epochs: int = 0,
     qat_learning_rate: float = QAT_LEARNING_RATE,
     verbose: int = 0,
+    **prepare_options,
 ) -> bytes:
     """Converts a model to an LCE flatbuffer whose non-binary layers run in int8.
 
@@ -156,6 +157,8 @@ def convert_int8(
             as it is.
         qat_learning_rate: Adam learning rate of the fine-tuning.
         verbose: Keras progress output of the fine-tuning.
+        **prepare_options: options of :func:`prepare_for_int8` (e.g.
+            ``normalize_concat_inputs=False``), for ablations.
 
     Returns:
         The flatbuffer.
@@ -174,8 +177,10 @@ def convert_int8(
         raise ValueError("qat_epochs > 0 needs labelled training images (qat_data=(x, y)).")
     x = np.asarray(calibration, np.float32)
     try:
-        prepared = prepare_for_int8(model, calibration=x)
+        prepared = prepare_for_int8(model, calibration=x, **prepare_options)
     except ValueError:  # a normalised output reaches a layer that cannot undo it
+        if prepare_options:
+            raise
         prepared = prepare_for_int8(model, calibration=x, normalize_concat_inputs=False)
     qmodel = fake_quant_model(prepared, share_scales(prepared, calibrate_ranges(prepared, x)))
     if qat_epochs:

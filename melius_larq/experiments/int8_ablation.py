@@ -45,24 +45,16 @@ ARMS: dict[str, dict] = {
 
 
 def _convert(model, calibration, options: dict, qat_data) -> bytes:
-    from melius_larq.deploy.convert import convert_model
-    from melius_larq.deploy.int8 import (
-        calibrate_ranges,
-        fake_quant_model,
-        prepare_for_int8,
-        quantization_aware_finetune,
-        share_scales,
-    )
+    from melius_larq.deploy.int8 import convert_int8
 
     options = dict(options)
     qat_lr = options.pop("qat_lr", None)
-    prepared = prepare_for_int8(model, calibration=calibration, **options)
-    qmodel = fake_quant_model(
-        prepared, share_scales(prepared, calibrate_ranges(prepared, calibration))
+    qat = (
+        {}
+        if qat_lr is None
+        else {"qat_data": qat_data, "qat_epochs": 1, "qat_learning_rate": qat_lr}
     )
-    if qat_lr is not None:
-        quantization_aware_finetune(qmodel, qat_data, epochs=1, learning_rate=qat_lr)
-    return convert_model(qmodel)
+    return convert_int8(model, calibration, **qat, **options)
 
 
 def run(
