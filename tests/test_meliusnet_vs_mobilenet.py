@@ -173,6 +173,40 @@ def test_learning_rate_is_chosen_on_mean_validation_never_on_test():
         mvm.choose_learning_rate([])
 
 
+def test_final_seeds_train_at_the_chosen_rate_only(monkeypatch, tmp_path):
+    trained = []
+    val = {(0.01, 0): 0.75, (0.01, 1): 0.75, (0.04, 0): 0.875, (0.04, 1): 0.8125}
+
+    def fake(recipe, run_dir, data_dir, verbose):
+        lr, seed = recipe.learning_rate, recipe.seed
+        assert run_dir == tmp_path / f"lr={lr:g}" / f"seed_{seed}"
+        trained.append((lr, seed))
+        return {"learning_rate": lr, "seed": seed, "run_dir": str(run_dir),
+                "val_accuracy": val.get((lr, seed), 0.5), "train_seconds": 1.0}  # fmt: skip
+
+    monkeypatch.setattr(mvm, "_train_or_read", fake)
+    recipe = mvm._base_recipe({"name": "MeliusNetTiny", "kind": "binary",
+                               "slug": "meliusnettiny"}, 1, None, ())  # fmt: skip
+    chosen = mvm.train_and_choose(recipe, tmp_path, lrs=[0.01, 0.04], seeds=[0, 1],
+                                  final_seeds=[5, 7])  # fmt: skip
+    # the grid first (every rate, every choice seed), then the final seeds at the chosen rate
+    assert trained == [(0.01, 0), (0.01, 1), (0.04, 0), (0.04, 1), (0.04, 5), (0.04, 7)]
+    assert chosen["learning_rate"] == 0.04
+    assert [r["seed"] for r in chosen["runs"]] == [0, 1, 5, 7]
+    # the grid's means use the choice seeds only (the final seeds' 0.5 would lower 0.04's)
+    assert chosen["val_by_lr"] == {"0.01": 0.75, "0.04": pytest.approx(0.84375, abs=EXACT)}
+
+
+@pytest.mark.parametrize(
+    ("seeds", "final", "named"),
+    [([], [], "No seeds"), ([0], [0], "Seed 0 is listed twice"), ([0, 0], [], "Seed 0"),
+     ([0], [-1], "Seed -1"), ([0], [1.5], "Seed 1.5"), ([True], [], "Seed True")],
+)  # fmt: skip
+def test_bad_seeds_are_named(seeds, final, named):
+    with pytest.raises(ValueError, match=named):
+        mvm.check_seeds(seeds, final)
+
+
 def test_interpolation_is_linear_in_log_x_and_never_extrapolates():
     points = [(1.0, 0.8), (4.0, 0.9), (16.0, 0.92)]
     assert mvm.interpolate_log(points, 2.0) == pytest.approx(0.85, abs=EXACT)  # halfway in log
@@ -296,9 +330,10 @@ def test_cli_reports_bad_input_in_one_line_and_passes_options(monkeypatch, capsy
 
     monkeypatch.setattr(mvm, "run", fake_run)
     mvm.main(["--widths", "0.125", "0.25", "--lrs", "0.01", "--epochs", "5", "--seeds", "1",
-              "2", "--rounds", "7", "--set", "augment=none"])  # fmt: skip
+              "2", "--final-seeds", "3", "4", "--rounds", "7", "--set", "augment=none"])  # fmt: skip
     assert seen["widths"] == [0.125, 0.25] and seen["lrs"] == [0.01] and seen["epochs"] == 5
     assert seen["seeds"] == [1, 2] and seen["latency"]["rounds"] == 7
+    assert seen["final_seeds"] == [3, 4]
     assert seen["overrides"] == ["augment=none"] and seen["networks"] == mvm.DEFAULT_NETWORKS
     assert (seen["runs"], seen["results"]) == ("runs/mvm", "docs/meliusnet_vs_mobilenet")
     mvm.main(["--quick"])

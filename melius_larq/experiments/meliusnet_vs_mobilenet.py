@@ -14,7 +14,8 @@ measures that claim at small scale, on 28x28 Fashion-MNIST images and a 2-core C
    of ``--lrs`` (and every seed of ``--seeds``); the learning rate with the best mean final
    validation top-1 (the last 10 % of the training images) is chosen. Test top-1 is reported
    once, for the chosen run of each network; the test accuracies of the other runs are never
-   read.
+   read. ``--final-seeds`` then trains further seeds at the chosen rate only, and the reported
+   validation and test top-1 are their mean ± std.
 2. **Deployment.** Every chosen binary network is converted to an LCE flatbuffer; every chosen
    MobileNet to a float TFLite flatbuffer and to an int8 one (TFLite full-integer post-training
    quantization, calibrated on the first training images). Each flatbuffer's test top-1 is
@@ -67,6 +68,7 @@ __all__ = [
     "DEFAULT_WIDTHS",
     "FLOAT_RECIPE",
     "SIBLINGS",
+    "check_seeds",
     "choose_learning_rate",
     "create_sibling",
     "int8_tflite",
@@ -74,6 +76,7 @@ __all__ = [
     "main",
     "network_accounting",
     "run",
+    "train_and_choose",
 ]
 
 BINARY_RECIPE = "mvm_binary_fashion_mnist"
@@ -300,6 +303,66 @@ def choose_learning_rate(runs: Sequence[dict]) -> float:
     return max(rates, key=lambda lr: mean[lr])  # max keeps the first on ties
 
 
+def check_seeds(seeds: Sequence[int], final_seeds: Sequence[int] = ()) -> None:
+    """Checks the seeds of the choice and the final seeds before anything is trained.
+
+    Raises:
+        ValueError: for no seeds, a seed that is not a non-negative integer, or a seed listed
+            twice (also across the two lists), naming it.
+    """
+    if not seeds:
+        raise ValueError("No seeds given.")
+    everything = [*seeds, *final_seeds]
+    for seed in everything:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"Seed {seed!r} must be a non-negative integer.")
+        if everything.count(seed) > 1:
+            raise ValueError(f"Seed {seed} is listed twice (seeds and final seeds must differ).")
+
+
+def train_and_choose(
+    recipe,
+    network_dir: Path,
+    *,
+    lrs: Sequence[float],
+    seeds: Sequence[int],
+    final_seeds: Sequence[int] = (),
+    data_dir: str | None = None,
+    verbose: int = 2,
+) -> dict:
+    """Trains (or reads back) one network over the grid, chooses its rate, adds final seeds.
+
+    Every learning rate of ``lrs`` is trained with every seed of ``seeds`` into
+    ``network_dir/lr=<lr>/seed_<n>``; the rate with the best mean final validation top-1 is
+    chosen (:func:`choose_learning_rate`); then each of ``final_seeds`` is trained at that
+    rate only. No test accuracy is read here.
+
+    Returns:
+        ``{"learning_rate", "runs", "val_by_lr"}``: the chosen rate, the records of its runs
+        (choice seeds first, then the final seeds) and the mean validation top-1 of every rate
+        over ``seeds``.
+    """
+
+    def one(lr: float, seed: int) -> dict:
+        run_dir = network_dir / f"lr={lr:g}" / f"seed_{seed}"
+        return _train_or_read(
+            dataclasses.replace(recipe, learning_rate=float(lr), seed=seed), run_dir, data_dir,
+            verbose,
+        )  # fmt: skip
+
+    records = [one(lr, seed) for lr in lrs for seed in seeds]
+    lr = choose_learning_rate(records)
+    grid = {
+        f"{rate:g}": statistics.fmean(
+            r["val_accuracy"] for r in records if r["learning_rate"] == rate
+        )
+        for rate in dict.fromkeys(r["learning_rate"] for r in records)
+    }
+    final = [r for r in records if r["learning_rate"] == lr]
+    final += [one(lr, seed) for seed in final_seeds]
+    return {"learning_rate": lr, "runs": final, "val_by_lr": grid}
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -423,6 +486,7 @@ def run(
     lrs: Sequence[float] = DEFAULT_LRS,
     epochs: int = DEFAULT_EPOCHS,
     seeds: Sequence[int] = DEFAULT_SEEDS,
+    final_seeds: Sequence[int] = (),
     train_limit: int | None = None,
     overrides: dict | Sequence[str] = (),
     calibration_images: int = CALIBRATION_IMAGES,
@@ -443,6 +507,9 @@ def run(
         lrs: the learning-rate grid of every network.
         epochs: training epochs of every run.
         seeds: seeds of every learning rate; the choice uses their mean validation top-1.
+        final_seeds: further seeds trained at the chosen learning rate only, after the
+            choice; the reported validation and test top-1 are the mean ± std over
+            ``seeds`` and ``final_seeds`` at that rate.
         train_limit: train on the first N training images only (quick checks).
         overrides: recipe overrides of every run (``key=value`` strings or a dict), e.g.
             ``{"augment": "none"}``; the same for both families.
@@ -471,8 +538,7 @@ def run(
         raise ValueError("The learning-rate grid is empty.")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be a positive integer.")
-    if not seeds:
-        raise ValueError("No seeds given.")
+    check_seeds(seeds, final_seeds)
     if calibration_images < 1:
         raise ValueError(f"calibration_images={calibration_images!r} must be >= 1.")
     latency = {**LATENCY, **(latency or {})}
@@ -480,25 +546,15 @@ def run(
     nets = _networks(networks, widths)
     recipes = {n["name"]: _base_recipe(n, epochs, train_limit, overrides) for n in nets}
 
-    # 1. train every (network, learning rate, seed) and choose the rate on validation
-    chosen_runs = {}
-    for net in nets:
-        records = []
-        for lr in lrs:
-            for seed in seeds:
-                recipe = dataclasses.replace(recipes[net["name"]], learning_rate=float(lr),
-                                             seed=seed)  # fmt: skip
-                run_dir = runs / net["slug"] / f"lr={lr:g}" / f"seed_{seed}"
-                records.append(_train_or_read(recipe, run_dir, data_dir, verbose))
-        lr = choose_learning_rate(records)
-        final = [r for r in records if r["learning_rate"] == lr]
-        grid = {
-            f"{rate:g}": statistics.fmean(
-                r["val_accuracy"] for r in records if r["learning_rate"] == rate
-            )
-            for rate in dict.fromkeys(r["learning_rate"] for r in records)
-        }
-        chosen_runs[net["name"]] = {"learning_rate": lr, "runs": final, "val_by_lr": grid}
+    # 1. train every (network, learning rate, seed), choose the rate on validation, then train
+    #    the final seeds at the chosen rate only
+    chosen_runs = {
+        net["name"]: train_and_choose(
+            recipes[net["name"]], runs / net["slug"], lrs=lrs, seeds=seeds,
+            final_seeds=final_seeds, data_dir=data_dir, verbose=verbose,
+        )
+        for net in nets
+    }  # fmt: skip
 
     # 2. deploy the chosen runs (the first seed's model) and measure every flatbuffer
     import numpy as np
@@ -544,6 +600,7 @@ def run(
         "learning_rates": [float(v) for v in lrs],
         "epochs": epochs,
         "seeds": list(seeds),
+        "final_seeds": list(final_seeds),
         "train_limit": train_limit,
         "calibration_images": int(len(calibration)),
         "eval_images": int(len(x_test)),
@@ -579,8 +636,15 @@ def markdown(result: dict) -> str:
         + (f", first {result['train_limit']:,} training images" if result["train_limit"] else "")
         + f"; learning rate chosen per network on validation top-1 among "
         f"{', '.join(f'{v:g}' for v in result['learning_rates'])} (seeds "
-        f"{', '.join(map(str, result['seeds']))}). Test top-1 is evaluated once per chosen "
-        f"network; int8 rows give their flatbuffer's top-1 on {result['eval_images']:,} test "
+        f"{', '.join(map(str, result['seeds']))})"
+        + (
+            f", then seeds {', '.join(map(str, result['final_seeds']))} trained at the chosen "
+            "rate (validation and test top-1: mean ± std over all seeds of that rate)"
+            if result.get("final_seeds")
+            else ""
+        )
+        + ". Test top-1 is evaluated once per run at the chosen rate; flatbuffers (sizes, "
+        "latency, int8 top-1) are made from the first seed's model; int8 rows give their flatbuffer's top-1 on {result['eval_images']:,} test "
         f"images. Latency: median of {result['latency']['runs']} single-image runs, best of "
         f"{result['latency']['rounds']} alternating rounds, 1 thread, on {m['cpu']} "
         f"({m['cores']} cores).",
@@ -697,7 +761,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--epochs", type=int, help=f"epochs of every run (default {DEFAULT_EPOCHS})"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds of the learning-rate "
+                        "choice (default 0)")  # fmt: skip
+    parser.add_argument("--final-seeds", type=int, nargs="+", help="further seeds trained at "
+                        "each network's chosen learning rate only (default none)")  # fmt: skip
     parser.add_argument("--train-limit", type=int, help="train on the first N images only")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="recipe overrides of every run")  # fmt: skip
@@ -709,14 +776,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
     options = {"networks": DEFAULT_NETWORKS, "widths": DEFAULT_WIDTHS, "lrs": DEFAULT_LRS,
-               "epochs": DEFAULT_EPOCHS, "seeds": DEFAULT_SEEDS, "train_limit": None,
+               "epochs": DEFAULT_EPOCHS, "seeds": DEFAULT_SEEDS, "final_seeds": (),
+               "train_limit": None,
                "calibration_images": CALIBRATION_IMAGES, "eval_images": None,
                "latency": dict(LATENCY)}  # fmt: skip
     runs, results = "runs/mvm", "docs/meliusnet_vs_mobilenet"
     if args.quick:  # its numbers measure nothing: kept out of the real runs and the docs
         options.update(QUICK)
         runs, results = "runs/mvm_quick", "runs/mvm_quick/results"
-    for key in ("networks", "widths", "lrs", "epochs", "seeds", "train_limit", "eval_images"):
+    for key in (
+        "networks",
+        "widths",
+        "lrs",
+        "epochs",
+        "seeds",
+        "final_seeds",
+        "train_limit",
+        "eval_images",
+    ):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.rounds is not None:
