@@ -57,7 +57,14 @@ def test_pipeline_end_to_end_and_reuse(tiny_fmnist, tmp_path, monkeypatch, capsy
         float32_bits = 32 * kernels[excluded].size
         compressed = {n: k for n, k in kernels.items() if n != excluded}
         points = {(p["method"], p["bits"], p["bottleneck"]): p for p in net["points"]}
-        assert set(points) == {("cbd", 4, 0.1), ("plain", 4, None), ("plain", 5, None)}
+        assert set(points) == {("cbd", 4, 0.1), ("plain", 4, None), ("plain", 5, None),
+                               ("plain_layer", 4, None)}  # fmt: skip
+        # plain per-layer: one float32 scale per compressed layer
+        p = points[("plain_layer", 4, None)]
+        want = (4 * sum(k.size for k in compressed.values()) + 32 * len(compressed)
+                + float32_bits) / total  # fmt: skip
+        assert p["bits_per_weight_all"] == pytest.approx(want, rel=BITS_RTOL)
+        assert p["label"] == "plain per-layer b=4"
         for b in (4, 5):
             # plain: b bits per compressed weight + a float32 scale per output channel +
             # the float32 kernel, over every kernel weight
@@ -76,7 +83,7 @@ def test_pipeline_end_to_end_and_reuse(tiny_fmnist, tmp_path, monkeypatch, capsy
             )
             assert layer["saved_bits"] >= 0
         # the final points are each method's validation front, with a test accuracy each
-        for method in ("cbd", "plain"):
+        for method in ("cbd", "plain", "plain_layer"):
             front = pareto_front([p for p in net["points"] if p["method"] == method])
             final = [p for p in net["final"] if p["method"] == method]
             assert [p["label"] for p in final] == [p["label"] for p in front]
@@ -85,8 +92,11 @@ def test_pipeline_end_to_end_and_reuse(tiny_fmnist, tmp_path, monkeypatch, capsy
                 drop = (net["float"]["test_accuracy"] - p["test_accuracy"]) * 100
                 assert p["test_drop_pp"] == pytest.approx(drop)
         assert [c["cbd"] for c in net["comparison"]] == ["CBD J=4, btn 0.1"]
+        (vs_layer,) = net["comparison_per_layer_scale"]
+        assert vs_layer["plain"] in (None, "plain per-layer b=4")
     text = (results / "results.md").read_text()
-    for heading in ("## vgg", "## resnet18", "### Final points", "### Where CBD's factoring"):
+    for heading in ("## vgg", "## resnet18", "### Final points", "### Where CBD's factoring",
+                    "with one scale per layer (CBD's granularity"):  # fmt: skip
         assert heading in text
     assert "| CBD J=4, btn 0.1 | conv1_2 |" in text
     assert (results / "accuracy_vs_bits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -102,6 +112,7 @@ def test_pipeline_end_to_end_and_reuse(tiny_fmnist, tmp_path, monkeypatch, capsy
         "resnet18": cbd_experiment.Budget(epochs=1, batch_size=32, width=0.125, train_limit=256),
     }  # the --smoke budgets
     again = run(tmp_path / "again", runs, budgets=budgets, cbd_bits=[], plain_bits=[4],
+                plain_layer_bits=[],
                 exclude=["conv1_1", "stem_conv"], data_dir=str(tiny_fmnist), eval_limit=200,
                 verbose=0)  # fmt: skip
     for before, after in zip(data["networks"], again["networks"]):
@@ -110,7 +121,9 @@ def test_pipeline_end_to_end_and_reuse(tiny_fmnist, tmp_path, monkeypatch, capsy
         (point,) = after["points"]
         assert (
             point["val_accuracy"]
-            == [p for p in before["points"] if p["label"] == "plain b=4"][0]["val_accuracy"]
+            == [p for p in before["points"] if p["label"] == "plain per-channel b=4"][0][
+                "val_accuracy"
+            ]
         )
         assert after["comparison"] == []
 
@@ -126,6 +139,7 @@ class TestBadInput:
             (["--plain-bits", "9"], "2..8 for method='plain', but got 9"),
             (["--cbd-bits", "0"], r"1..8, but got 0"),
             (["--bottlenecks", "1.5"], r"\(0, 1\], but got 1.5"),
+            (["--plain-layer-bits", "1"], "2..8 for method='plain', but got 1"),
         ],
     )
     def test_bad_sweep_fails_before_training(self, tiny_fmnist, tmp_path, capsys, option, message):

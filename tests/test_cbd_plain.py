@@ -103,6 +103,43 @@ class TestPlainLevelsAndScales:
         assert not np.any(layer.kernel()[:, 1]) and np.all(np.isfinite(layer.kernel()))
 
 
+class TestPlainPerLayer:
+    @pytest.mark.parametrize("bits", [2, 4, 8])
+    @pytest.mark.parametrize("shape", [(3, 3, 8, 12), (20, 7)])
+    def test_one_scale_from_the_largest_weight_of_the_kernel(self, bits, shape):
+        kernel = _kernel(shape, 20 + bits)  # channels differ a lot (log-normal scales)
+        layer = quantize_kernel_plain(kernel, bits, granularity="layer")
+        scale = np.float32(np.abs(kernel.astype(np.float64)).max() / _levels(bits))
+        assert layer.scales.shape == (1,) and layer.scales[0] == scale
+        assert layer.channels == 1 and layer.scale_bits() == 32
+        w = kernel.astype(np.float64)
+        want = np.clip(np.rint(w / np.float64(scale)), -_levels(bits), _levels(bits))
+        np.testing.assert_array_equal(layer.codes, want)
+        np.testing.assert_array_equal(layer.kernel(), want.astype(np.float32) * scale)
+        # only the kernel's largest weight reaches the top level: small channels use few codes
+        top = np.abs(layer.codes).reshape(-1, shape[-1]).max(axis=0)
+        assert top.max() == _levels(bits) and top.min() < _levels(bits)
+
+    def test_equals_per_channel_when_every_channel_has_the_same_peak(self):
+        kernel = _kernel((3, 3, 4, 5), 8)
+        kernel /= np.abs(kernel).reshape(-1, 5).max(axis=0)  # every channel peaks at 1
+        a = quantize_kernel_plain(kernel, 4)
+        b = quantize_kernel_plain(kernel, 4, granularity="layer")
+        np.testing.assert_array_equal(a.codes, b.codes)
+        np.testing.assert_array_equal(a.kernel(), b.kernel())
+
+    def test_bit_count_and_report_on_a_hand_made_model(self):
+        model = hand_model()
+        _, report = compress_model(model, bits=5, method="plain", granularity="layer")
+        assert report.granularity == "layer" and report.to_dict()["granularity"] == "layer"
+        assert [r.scale_bits for r in report.layers] == [32, 32]  # one float32 per layer
+        assert report.bits_per_weight_with_scales == (48 * 5 + 64) / 48
+        assert "plain per-layer rounding with b=5" in str(report)
+        _, channel = compress_model(model, bits=5, method="plain")
+        assert channel.granularity == "channel"
+        assert "plain per-output-channel rounding" in str(channel)
+
+
 class TestPlainModel:
     def test_exact_bit_count_on_a_hand_made_model(self):
         model = hand_model()
@@ -275,6 +312,20 @@ class TestBadInput:
             compress_model(hand_model(), bits=4, method="plain", check_two_conv=True)
         with pytest.raises(ValueError, match="`fallback` applies.*fallback='plane'"):
             compress_model(hand_model(), bits=4, method="plain", fallback="plane")
+
+    @pytest.mark.parametrize("granularity", ["tensor", "", None, 1])
+    def test_unknown_granularity(self, granularity):
+        if granularity is None:  # None means the default for plain
+            compress_model(hand_model(), bits=4, method="plain", granularity=None)
+            return
+        with pytest.raises(ValueError, match=rf"`granularity`.*but got {granularity!r}"):
+            compress_model(hand_model(), bits=4, method="plain", granularity=granularity)
+
+    def test_granularity_with_cbd(self):
+        with pytest.raises(
+            ValueError, match="`granularity` applies to method='plain' only.*'layer'"
+        ):
+            compress_model(hand_model(), bits=4, bottleneck=0.2, granularity="layer")
 
     def test_cbd_needs_a_bottleneck(self):
         with pytest.raises(ValueError, match="`bottleneck` in \\(0, 1\\] for method='cbd'.*None"):

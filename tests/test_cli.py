@@ -206,6 +206,8 @@ def test_help_exits_0(capsys):
         (["compress", "m.keras", "--method", "round", "--bits", "4", "-o", "o.keras"], "invalid choice: 'round'"),
         (["compress", "m.keras", "--bits", "4", "-o", "o.keras"], "--method cbd needs --bottleneck"),
         (["compress", "m.keras", "--method", "plain", "--bits", "4", "--store", "x.cbd", "-o", "o.keras"], "--store applies to --method cbd only"),
+        (["compress", "m.keras", "--bits", "4", "--bottleneck", "0.2", "--granularity", "layer", "-o", "o.keras"], "--granularity applies to --method plain only"),
+        (["compress", "m.keras", "--method", "plain", "--bits", "4", "--granularity", "tensor", "-o", "o.keras"], "invalid choice: 'tensor'"),
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2_and_name_the_value(argv, message, tmp_path, monkeypatch, capsys):

@@ -13,7 +13,10 @@ Both are then compressed without retraining, by CBD for every J in ``--cbd-bits`
 bottleneck in ``--bottlenecks``, and by plain per-output-channel symmetric rounding for every b
 in ``--plain-bits`` (``compress_model(..., method="plain")``). b-bit plain rounding has the
 levels and the dense storage cost of CBD with ``J = b - 1``; CBD goes below ``J + 1`` bits only
-where its GF(2) factoring saves bits. The x axis counts every Conv2D/Dense kernel weight: the
+where its GF(2) factoring saves bits. CBD has one scale per layer (``m = max|W|``), plain
+rounding one per output channel; a third sweep (``--plain-layer-bits``, plain rounding with one
+scale per layer) separates the two things CBD changes: its gap to per-layer plain rounding is
+what the factoring adds, the gap between the two plain sweeps what per-channel scales add. The x axis counts every Conv2D/Dense kernel weight: the
 stored codes, each layer's float32 constants (CBD: ``m`` and ``a``; plain: one scale per output
 channel) and the kernels kept in float32 (``--exclude``) at 32 bits.
 
@@ -63,6 +66,7 @@ from melius_larq.zoo.data import load_fashion_mnist, preprocess_fashion_mnist, s
 __all__ = [
     "BOTTLENECKS",
     "CBD_BITS",
+    "METHODS",
     "NETWORKS",
     "PLAIN_BITS",
     "Budget",
@@ -304,9 +308,25 @@ def _layer_summary(report) -> dict:
     }
 
 
+# The sweeps' methods: CBD, plain rounding with one scale per output channel (the baseline)
+# and plain rounding with one scale per layer (CBD's granularity: the ablation that isolates
+# what CBD's factoring adds from what per-channel scales add).
+METHODS = ("cbd", "plain", "plain_layer")
+METHOD_NAMES = {"cbd": "CBD", "plain": "plain per-channel", "plain_layer": "plain per-layer"}
+
+
 def _compress(model, method: str, bits: int, bottleneck: float | None, exclude):
-    options = {"bottleneck": bottleneck} if method == "cbd" else {}
-    return compress_model(model, bits=bits, method=method, exclude=exclude, **options)
+    if method == "cbd":
+        return compress_model(model, bits=bits, bottleneck=bottleneck, exclude=exclude)
+    granularity = "layer" if method == "plain_layer" else "channel"
+    return compress_model(model, bits=bits, method="plain", granularity=granularity,
+                          exclude=exclude)  # fmt: skip
+
+
+def _label(method: str, bits: int, bottleneck: float | None) -> str:
+    if method == "cbd":
+        return f"CBD J={bits}, btn {bottleneck:g}"
+    return f"{METHOD_NAMES[method]} b={bits}"
 
 
 def _point(model, kernel_weights, method, bits, bottleneck, exclude, validation) -> dict:
@@ -319,7 +339,7 @@ def _point(model, kernel_weights, method, bits, bottleneck, exclude, validation)
         "method": method,
         "bits": bits,
         "bottleneck": bottleneck,
-        "label": f"CBD J={bits}, btn {bottleneck:g}" if method == "cbd" else f"plain b={bits}",
+        "label": _label(method, bits, bottleneck),
         "bits_per_weight": report.bits_per_weight,
         "bits_per_weight_with_scales": report.bits_per_weight_with_scales,
         "bits_per_weight_all": stored / kernel_weights,
@@ -348,18 +368,20 @@ def pareto_front(points: Sequence[dict], x: str = "bits_per_weight_all") -> list
     return front
 
 
-def _plain_at(points: Sequence[dict], bits: float, key: str) -> dict | None:
-    """The most accurate plain point (by ``key``) with at most ``bits`` bits/weight."""
-    fits = [p for p in points if p["method"] == "plain" and p["bits_per_weight_all"] <= bits]
+def _plain_at(
+    points: Sequence[dict], bits: float, key: str, baseline: str = "plain"
+) -> dict | None:
+    """The most accurate ``baseline`` point (by ``key``) with at most ``bits`` bits/weight."""
+    fits = [p for p in points if p["method"] == baseline and p["bits_per_weight_all"] <= bits]
     return max(fits, key=lambda p: p[key]) if fits else None
 
 
-def _comparison(points: Sequence[dict]) -> list[dict]:
-    """Each point of CBD's validation front against the best plain point with at most as
-    many bits/weight."""
+def _comparison(points: Sequence[dict], baseline: str = "plain") -> list[dict]:
+    """Each point of CBD's validation front against the best ``baseline`` point (``"plain"``
+    or ``"plain_layer"``) with at most as many bits/weight."""
     rows = []
     for cbd in pareto_front([p for p in points if p["method"] == "cbd"]):
-        plain = _plain_at(points, cbd["bits_per_weight_all"], "val_accuracy")
+        plain = _plain_at(points, cbd["bits_per_weight_all"], "val_accuracy", baseline)
         rows.append(
             {
                 "cbd": cbd["label"],
@@ -386,6 +408,7 @@ def _network(
     bottlenecks,
     exclude,
     verbose: int,
+    plain_layer_bits=(),
 ) -> dict:
     model, training = train_float(
         network, runs_dir, budget, data_dir=data_dir, splits=splits, verbose=verbose
@@ -399,6 +422,7 @@ def _network(
     print(f"{network}: float validation {float_val:.2%}, test {float_test:.2%}", flush=True)
     settings = [("cbd", j, btn) for j in cbd_bits for btn in bottlenecks]
     settings += [("plain", b, None) for b in plain_bits]
+    settings += [("plain_layer", b, None) for b in plain_layer_bits]
     points = []
     for method, bits, btn in settings:
         p = _point(model, kernel_weights, method, bits, btn, exclude, validation)
@@ -409,7 +433,7 @@ def _network(
             flush=True,
         )
     final = []
-    for method in ("cbd", "plain"):
+    for method in METHODS:
         for p in pareto_front([p for p in points if p["method"] == method]):
             compressed, _ = _compress(model, method, p["bits"], p["bottleneck"], exclude)
             acc = _accuracy(compressed, test)
@@ -434,6 +458,7 @@ def _network(
         "points": points,
         "final": final,
         "comparison": _comparison(points),
+        "comparison_per_layer_scale": _comparison(points, "plain_layer"),
     }
 
 
@@ -444,11 +469,14 @@ def _plot(networks: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(networks), 2, figsize=(11, 4.2 * len(networks)), squeeze=False)
-    style = {"cbd": ("tab:blue", "o"), "plain": ("tab:orange", "s")}
+    style = {"cbd": ("tab:blue", "o"), "plain": ("tab:orange", "s"),
+             "plain_layer": ("tab:green", "^")}  # fmt: skip
     for row, net in zip(axes, networks):
         for ax, split in zip(row, ("val", "test")):
             for method, (color, marker) in style.items():
-                name = "CBD" if method == "cbd" else "plain rounding"
+                name = METHOD_NAMES[method] + ("" if method == "cbd" else " rounding")
+                if not any(p["method"] == method for p in net["points"]):
+                    continue
                 if split == "val":
                     pts = [p for p in net["points"] if p["method"] == method]
                     ax.scatter([p["bits_per_weight_all"] for p in pts],
@@ -474,7 +502,7 @@ def _plot(networks: list[dict], path: Path) -> None:
             ax.set_title(f"{net['network']} ({net['params']:,} params): {what}", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle("CBD against plain per-channel rounding, Fashion-MNIST, no retraining")
+    fig.suptitle("CBD against plain rounding, Fashion-MNIST, no retraining")
     fig.tight_layout()
     try:
         with atomic_path(path) as tmp:
@@ -487,15 +515,43 @@ def _pct(value) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 
 
+def _comparison_table(rows: list[dict], baseline: str) -> list[str]:
+    wins = [c for c in rows if c["plain"] is not None]
+    ahead = sum(c["val_difference_pp"] >= 0 for c in wins)
+    lines = [
+        "",
+        f"### CBD against the best point of {baseline} with at most as many bits (validation)",
+        "",
+        f"CBD is at or above it at {ahead} of the {len(wins)} CBD front points that have such "
+        "a point at or below their bits/weight.",
+        "",
+        "| CBD | bits/weight | validation % | baseline | bits/weight | validation % "
+        "| CBD - baseline (pp) |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for c in rows:
+        plain = (
+            f"{c['plain']} | {c['plain_bits_per_weight_all']:.3f} "
+            f"| {_pct(c['plain_val_accuracy'])} | {c['val_difference_pp']:+.2f}"
+            if c["plain"]
+            else "none at these bits | | |"
+        )
+        lines.append(
+            f"| {c['cbd']} | {c['cbd_bits_per_weight_all']:.3f} "
+            f"| {_pct(c['cbd_val_accuracy'])} | {plain} |"
+        )
+    return lines
+
+
 def markdown(result: dict) -> str:
     """The results as Markdown: per network the final points, the CBD-against-plain table,
     where factoring engages, and every sweep point."""
     lines = [
-        "# CBD against plain per-output-channel rounding on Fashion-MNIST",
+        "# CBD against plain rounding on Fashion-MNIST",
         "",
         "bits/weight counts every Conv2D/Dense kernel weight: codes, float32 constants (CBD: m "
-        "and a per layer; plain: one scale per output channel) and kernels kept in float32 at "
-        "32 bits. Choices are made on the validation split (the last 10 % of the training "
+        "and a per layer; plain per-channel: one scale per output channel; plain per-layer: "
+        "one scale per layer) and kernels kept in float32 at 32 bits. Choices are made on the validation split (the last 10 % of the training "
         "images); the test set is evaluated once per final point.",
     ]
     for net in result["networks"]:
@@ -523,29 +579,16 @@ def markdown(result: dict) -> str:
                 f"| {_pct(p['val_accuracy'])} | {_pct(p['test_accuracy'])} "
                 f"| {p['test_drop_pp']:+.2f} | {'yes' if p['meets_reference'] else ''} |"
             )
-        wins = [c for c in net["comparison"] if c["plain"] is not None]
-        ahead = sum(c["val_difference_pp"] >= 0 for c in wins)
-        lines += [
-            "",
-            "### CBD against the best plain point with at most as many bits (validation)",
-            "",
-            f"CBD is at or above plain rounding at {ahead} of the {len(wins)} CBD front points "
-            "that have a plain point at or below their bits/weight.",
-            "",
-            "| CBD | bits/weight | validation % | plain | bits/weight | validation % "
-            "| CBD - plain (pp) |",
-            "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
-        ]
-        for c in net["comparison"]:
-            plain = (
-                f"{c['plain']} | {c['plain_bits_per_weight_all']:.3f} "
-                f"| {_pct(c['plain_val_accuracy'])} | {c['val_difference_pp']:+.2f}"
-                if c["plain"]
-                else "none at these bits | | |"
-            )
-            lines.append(
-                f"| {c['cbd']} | {c['cbd_bits_per_weight_all']:.3f} "
-                f"| {_pct(c['cbd_val_accuracy'])} | {plain} |"
+        lines += _comparison_table(
+            net["comparison"], "plain rounding (one scale per output channel)"
+        )
+        if net.get("comparison_per_layer_scale") and any(
+            p["method"] == "plain_layer" for p in net["points"]
+        ):
+            lines += _comparison_table(
+                net["comparison_per_layer_scale"],
+                "plain rounding with one scale per layer (CBD's granularity: the difference is "
+                "what the factoring adds)",
             )
         cbd_points = [p for p in net["points"] if p["method"] == "cbd"]
         layers = sum(p["layers_compressed"] for p in cbd_points)
@@ -601,6 +644,7 @@ def run(
     cbd_bits: Sequence[int] = CBD_BITS,
     plain_bits: Sequence[int] = PLAIN_BITS,
     bottlenecks: Sequence[float] = BOTTLENECKS,
+    plain_layer_bits: Sequence[int] = PLAIN_BITS,
     exclude: Sequence[str] = (),
     data_dir: str | None = None,
     eval_limit: int | None = None,
@@ -615,8 +659,10 @@ def run(
         budgets: training settings per network; missing networks get :class:`Budget`
             defaults.
         cbd_bits: the J of the CBD sweep (1..8).
-        plain_bits: the b of the plain sweep (2..8).
+        plain_bits: the b of the plain sweep with one scale per output channel (2..8).
         bottlenecks: the CBD bottlenecks, in (0, 1].
+        plain_layer_bits: the b of the plain sweep with one scale per layer (2..8), CBD's
+            granularity; empty to skip that ablation.
         exclude: glob patterns of layers kept in float32 by both methods (counted at 32
             bits); a pattern applies to the networks that have a matching layer (for example
             ``conv1_1`` for ``vgg``, ``stem_conv`` for ``resnet18``).
@@ -631,13 +677,13 @@ def run(
     unknown = [n for n in networks if n not in NETWORKS]
     if unknown or not networks:
         raise ValueError(f"Expected networks from {NETWORKS}, but got {list(networks)!r}.")
-    if not (cbd_bits and bottlenecks) and not plain_bits:
+    if not (cbd_bits and bottlenecks) and not plain_bits and not plain_layer_bits:
         raise ValueError("Nothing to sweep: give CBD bits and bottlenecks or plain bits.")
     probe = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(2)])
     for j in cbd_bits:  # bad settings fail here, not after hours of training
         for btn in bottlenecks:
             compress_model(probe, bits=j, bottleneck=btn)
-    for b in plain_bits:
+    for b in (*plain_bits, *plain_layer_bits):
         compress_model(probe, bits=b, method="plain")
     budgets = budgets or {}
     splits = _splits(data_dir, eval_limit)
@@ -655,6 +701,7 @@ def run(
                 bottlenecks=bottlenecks,
                 exclude=exclude,
                 verbose=verbose,
+                plain_layer_bits=plain_layer_bits,
             )
         )
     result = {
@@ -664,6 +711,7 @@ def run(
         "test_images": len(splits["test"][1]),
         "cbd_bits": list(cbd_bits),
         "plain_bits": list(plain_bits),
+        "plain_layer_bits": list(plain_layer_bits),
         "bottlenecks": list(bottlenecks),
         "exclude": list(exclude),
         "reference": {"bits_per_weight": REFERENCE_BITS, "test_drop_pp": REFERENCE_DROP_PP},
@@ -681,12 +729,13 @@ def run(
 SMOKE = {
     "vgg_epochs": 1, "resnet_epochs": 1, "resnet_width": 0.125, "batch_size": 32,
     "train_limit": 256, "eval_limit": 200, "cbd_bits": [4], "plain_bits": [4, 5],
-    "bottlenecks": [0.1],
+    "bottlenecks": [0.1], "plain_layer_bits": [4],
 }  # fmt: skip
 DEFAULTS = {
     "vgg_epochs": 15, "resnet_epochs": 15, "resnet_width": 1.0, "batch_size": 128,
     "train_limit": None, "eval_limit": None, "cbd_bits": list(CBD_BITS),
     "plain_bits": list(PLAIN_BITS), "bottlenecks": list(BOTTLENECKS),
+    "plain_layer_bits": list(PLAIN_BITS),
 }  # fmt: skip
 
 
@@ -708,6 +757,14 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         metavar="B",
         help=f"b of the plain sweep (default {' '.join(map(str, PLAIN_BITS))})",
+    )
+    parser.add_argument(
+        "--plain-layer-bits",
+        type=int,
+        nargs="*",
+        metavar="B",
+        help="b of the plain sweep with one scale per layer, CBD's granularity (default "
+        f"{' '.join(map(str, PLAIN_BITS))}; none to skip)",
     )
     parser.add_argument(
         "--bottlenecks",
@@ -756,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(
             args.results, args.runs, networks=args.networks, budgets=budgets,
             cbd_bits=opt["cbd_bits"], plain_bits=opt["plain_bits"],
+            plain_layer_bits=opt["plain_layer_bits"],
             bottlenecks=opt["bottlenecks"], exclude=args.exclude, data_dir=args.data_dir,
             eval_limit=opt["eval_limit"], verbose=args.verbose,
         )  # fmt: skip

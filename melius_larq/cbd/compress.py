@@ -33,7 +33,12 @@ from melius_larq.cbd.decompose import (
     _check_bottleneck,
     decompose_kernel,
 )
-from melius_larq.cbd.plain import PlainLayer, _check_plain_bits, quantize_kernel_plain
+from melius_larq.cbd.plain import (
+    PlainLayer,
+    _check_granularity,
+    _check_plain_bits,
+    quantize_kernel_plain,
+)
 
 __all__ = [
     "METHODS",
@@ -199,6 +204,8 @@ class CompressionReport:
         excluded: one :class:`Exclusion` per layer with weights that was left alone.
         float_params: parameters kept in float32 (biases, normalisation, excluded layers).
         method: ``"cbd"`` or ``"plain"``.
+        granularity: for ``"plain"``, one scale per ``"channel"`` or per ``"layer"`` (None
+            for ``"cbd"``).
     """
 
     model_name: str
@@ -212,6 +219,7 @@ class CompressionReport:
         repr=False, compare=False
     )
     method: str = "cbd"
+    granularity: str | None = None
 
     @property
     def total_weights(self) -> int:
@@ -244,6 +252,7 @@ class CompressionReport:
         return {
             "model": self.model_name,
             "method": self.method,
+            "granularity": self.granularity,
             "bits": self.bits,
             "bottleneck": self.bottleneck,
             "fallback": self.fallback,
@@ -309,11 +318,12 @@ class CompressionReport:
 
     def _plain_table(self) -> list[str]:
         levels = 2 ** (self.bits - 1) - 1
+        per = "layer" if self.granularity == "layer" else "output channel"
         lines = [
-            f"{self.model_name}: plain per-output-channel rounding with b={self.bits} "
-            f"(integer levels -{levels}..{levels}, one float32 scale per channel)",
+            f"{self.model_name}: plain per-{per.replace(' ', '-')} rounding with b={self.bits} "
+            f"(integer levels -{levels}..{levels}, one float32 scale per {per})",
             "",
-            "| layer | kind | kernel | channels | bits/w | with scales | max err | rms err "
+            "| layer | kind | kernel | scales | bits/w | with scales | max err | rms err "
             "| bound s/2 |",
             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
@@ -466,12 +476,14 @@ def replace_kernels(model: tf.keras.Model, kernels: Mapping[str, np.ndarray]) ->
     return clone
 
 
-def _check_method_options(method, bits, bottleneck, fallback, check_two_conv):
-    """Validated ``(bits, bottleneck, fallback)`` for ``method``; ValueError otherwise."""
+def _check_method_options(method, bits, bottleneck, fallback, check_two_conv, granularity=None):
+    """Validated ``(bits, bottleneck, fallback, granularity)`` for ``method``; ValueError
+    otherwise."""
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"Expected `method` to be one of {METHODS}, but got {method!r}.")
     if method == "plain":
         bits = _check_plain_bits(bits)
+        granularity = _check_granularity("channel" if granularity is None else granularity)
         given = {
             name: value
             for name, value in (
@@ -487,7 +499,12 @@ def _check_method_options(method, bits, bottleneck, fallback, check_two_conv):
                 f"{'applies' if len(given) == 1 else 'apply'} to method='cbd' only, but got "
                 f"{', '.join(f'{k}={v!r}' for k, v in given.items())} with method='plain'."
             )
-        return bits, None, None
+        return bits, None, None, granularity
+    if granularity is not None:
+        raise ValueError(
+            f"`granularity` applies to method='plain' only, but got granularity={granularity!r} "
+            "with method='cbd' (CBD has one scale m per layer)."
+        )
     bits = _check_bits(bits)
     if bottleneck is None:
         raise ValueError("Expected a `bottleneck` in (0, 1] for method='cbd', but got None.")
@@ -495,7 +512,7 @@ def _check_method_options(method, bits, bottleneck, fallback, check_two_conv):
     fallback = "layer" if fallback is None else fallback
     if fallback not in FALLBACKS:
         raise ValueError(f"Expected `fallback` to be one of {FALLBACKS}, but got {fallback!r}.")
-    return bits, bottleneck, fallback
+    return bits, bottleneck, fallback, None
 
 
 def _cbd_layer_report(path, kind, layer, cbd: LayerCBD, bottleneck, check_two_conv):
@@ -578,6 +595,7 @@ def compress_model(
     exclude: Sequence[str] = (),
     fallback: str | None = None,
     check_two_conv: bool = False,
+    granularity: str | None = None,
 ) -> tuple[tf.keras.Model, CompressionReport]:
     """Compresses the Conv2D and Dense kernels of a model with CBD (or the plain baseline).
 
@@ -618,18 +636,22 @@ def compress_model(
         check_two_conv: also run the integer-exactness check of
             :func:`~melius_larq.cbd.exactness.layer_integer_exactness` on every layer. CBD
             only.
+        granularity: the plain scales: ``"channel"`` (default, one per output channel) or
+            ``"layer"`` (one per kernel, CBD's own granularity: comparing CBD with it isolates
+            what the GF(2) factoring adds). Plain only.
 
     Returns:
         ``(new_model, report)``.
 
     Raises:
-        ValueError: for an unknown ``method``, ``bits`` outside 1..8 (CBD) or 2..8 (plain),
+        ValueError: for an unknown ``method`` or ``granularity``, ``bits`` outside 1..8 (CBD)
+            or 2..8 (plain),
             a missing or out-of-range ``bottleneck`` for CBD, CBD-only options given with
             ``method="plain"``, an unknown ``fallback``, a pattern that matches no layer,
             non-finite weights (naming the layer), or a model with nothing to compress.
     """
-    bits, bottleneck, fallback = _check_method_options(
-        method, bits, bottleneck, fallback, check_two_conv
+    bits, bottleneck, fallback, granularity = _check_method_options(
+        method, bits, bottleneck, fallback, check_two_conv, granularity
     )
     if not isinstance(model, tf.keras.Model):
         raise ValueError(f"Expected a tf.keras.Model, but got {type(model).__name__}.")
@@ -654,7 +676,7 @@ def compress_model(
     for path, kind, layer in chosen:
         kernel = layer.kernel.numpy()
         if method == "plain":
-            plain = quantize_kernel_plain(kernel, bits, name=path)
+            plain = quantize_kernel_plain(kernel, bits, name=path, granularity=granularity)
             decompositions[path] = plain
             reports.append(_plain_layer_report(path, kind, layer, plain))
         else:
@@ -674,5 +696,6 @@ def compress_model(
         float_params=sum(r.bias_params for r in reports) + sum(e.params for e in excluded),
         decompositions=decompositions,
         method=method,
+        granularity=granularity,
     )
     return new_model, report

@@ -40,10 +40,13 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["PLAIN_BITS", "PlainLayer", "quantize_kernel_plain"]
+__all__ = ["GRANULARITIES", "PLAIN_BITS", "PlainLayer", "quantize_kernel_plain"]
 
 PLAIN_BITS = (2, 8)  # b: at least one magnitude bit; codes up to 127 fit int8
-SCALE_BITS = 32  # one float32 scale per output channel
+SCALE_BITS = 32  # one float32 scale per output channel (or per layer)
+# "channel": one scale per output channel (the baseline); "layer": one scale for the whole
+# kernel, CBD's own granularity (its m = max|W|), which isolates what CBD's factoring adds.
+GRANULARITIES = ("channel", "layer")
 
 
 def _check_plain_bits(bits) -> int:
@@ -64,7 +67,7 @@ class PlainLayer:
         name: layer name (path for nested models).
         kernel_shape: Keras kernel shape; output channels are the last axis.
         bits: b, bits per weight including the sign.
-        scales: ``(channels,)`` float32 scales ``s_c``.
+        scales: ``(channels,)`` float32 scales ``s_c``, or ``(1,)`` for one scale per layer.
         codes: int8 codes ``q`` in the kernel's shape, ``|q| <= 2^(b-1) - 1``.
         error: ``{"max": .., "rms": ..}`` of ``W - W_hat``.
     """
@@ -87,6 +90,7 @@ class PlainLayer:
 
     @property
     def channels(self) -> int:
+        """Number of scales: the output channels, or 1 for one scale per layer."""
         return int(self.scales.size)
 
     @property
@@ -103,29 +107,44 @@ class PlainLayer:
         return self.size * self.bits
 
     def scale_bits(self) -> int:
-        """32 bits per output channel, the float32 scales."""
+        """32 bits per scale (per output channel, or one per layer)."""
         return SCALE_BITS * self.channels
 
     def bits_per_weight(self) -> float:
         return self.payload_bits() / self.size
 
 
-def quantize_kernel_plain(kernel: np.ndarray, bits: int, *, name: str = "") -> PlainLayer:
+def _check_granularity(granularity) -> str:
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"Expected `granularity` to be one of {GRANULARITIES} for method='plain', but got "
+            f"{granularity!r}."
+        )
+    return granularity
+
+
+def quantize_kernel_plain(
+    kernel: np.ndarray, bits: int, *, name: str = "", granularity: str = "channel"
+) -> PlainLayer:
     """Plain symmetric b-bit rounding of a kernel with one scale per output channel.
 
     Args:
         kernel: Conv2D ``(kh, kw, cin, cout)`` or Dense ``(in, out)`` finite weights.
         bits: b in 2..8, bits per weight including the sign.
         name: layer name for the record.
+        granularity: ``"channel"`` (one scale per output channel) or ``"layer"`` (one scale
+            ``max|W| / (2^(b-1) - 1)`` for the whole kernel, like CBD's per-layer ``m``;
+            ``scales`` then has one element).
 
     Returns:
         The :class:`PlainLayer`.
 
     Raises:
-        ValueError: for ``bits`` outside 2..8, an empty or non-finite kernel, or a kernel
-            that is neither 2-D nor 4-D.
+        ValueError: for ``bits`` outside 2..8, an unknown ``granularity``, an empty or
+            non-finite kernel, or a kernel that is neither 2-D nor 4-D.
     """
     bits = _check_plain_bits(bits)
+    granularity = _check_granularity(granularity)
     kernel = np.asarray(kernel)
     if kernel.ndim not in (2, 4) or kernel.size == 0:
         raise ValueError(
@@ -139,6 +158,8 @@ def quantize_kernel_plain(kernel: np.ndarray, bits: int, *, name: str = "") -> P
     levels = 2 ** (bits - 1) - 1
     values = kernel.astype(np.float64)
     peak = np.max(np.abs(values.reshape(-1, values.shape[-1])), axis=0)
+    if granularity == "layer":
+        peak = np.max(peak, keepdims=True)
     scales = (peak / levels).astype(np.float32)
     safe = np.where(scales > 0, scales, 1).astype(np.float64)
     codes = np.clip(np.rint(values / safe), -levels, levels).astype(np.int8)

@@ -48,6 +48,9 @@ def add_subcommands(subparsers) -> None:
                         "cbd")  # fmt: skip
     parser.add_argument("--method", choices=("cbd", "plain"), default="cbd",
                         help="cbd (default) or plain per-channel rounding")  # fmt: skip
+    parser.add_argument("--granularity", choices=("channel", "layer"),
+                        help="plain only: one scale per output channel (default) or per "
+                        "layer")  # fmt: skip
     parser.add_argument(
         "-o", "--output", required=True, help="output .keras model (reconstructed weights)"
     )
@@ -92,6 +95,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(given)} applies to --method cbd only, not plain.")
     elif args.bottleneck is None:
         raise ValueError("--method cbd needs --bottleneck, a number in (0, 1].")
+    elif args.granularity is not None:
+        raise ValueError("--granularity applies to --method plain only, not cbd.")
     source = Path(args.model)
     if not source.is_file():
         raise ValueError(f"Model file {str(source)!r} does not exist.")
@@ -108,6 +113,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         fallback=args.fallback,
         check_two_conv=args.check_two_conv,
+        granularity=args.granularity,
     )
     print(report)
     _save_model_atomic(compressed, output)
