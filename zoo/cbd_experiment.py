@@ -16,9 +16,11 @@ levels and the dense storage cost of CBD with ``J = b - 1``; CBD goes below ``J 
 where its GF(2) factoring saves bits. CBD has one scale per layer (``m = max|W|``), plain
 rounding one per output channel; a third sweep (``--plain-layer-bits``, plain rounding with one
 scale per layer) separates the two things CBD changes: its gap to per-layer plain rounding is
-what the factoring adds, the gap between the two plain sweeps what per-channel scales add. The x axis counts every Conv2D/Dense kernel weight: the
-stored codes, each layer's float32 constants (CBD: ``m`` and ``a``; plain: one scale per output
-channel) and the kernels kept in float32 (``--exclude``) at 32 bits.
+what CBD's own grid adds (levels placed by the scale ``a``, the weights above ``a`` in sparse
+factored planes), the gap between the two plain sweeps what per-channel scales add. The x
+axis counts every Conv2D/Dense kernel weight: the stored codes, each layer's float32 constants
+(CBD: ``m`` and ``a``; plain: one scale per output channel or per layer) and the kernels kept
+in float32 (``--exclude``) at 32 bits.
 
 Every choice is made on the validation split (the last 10 % of the training images): each
 compressed model is evaluated there, and the final points of a method are its validation
@@ -588,7 +590,7 @@ def markdown(result: dict) -> str:
             lines += _comparison_table(
                 net["comparison_per_layer_scale"],
                 "plain rounding with one scale per layer (CBD's granularity: the difference is "
-                "what the factoring adds)",
+                "what CBD's grid and factored planes add)",
             )
         cbd_points = [p for p in net["points"] if p["method"] == "cbd"]
         layers = sum(p["layers_compressed"] for p in cbd_points)
