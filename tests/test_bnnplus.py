@@ -266,6 +266,7 @@ def test_dense_layer_scales_by_alpha_and_regularizes():
 
 def _small_bnn_plus_model(sharing="channel"):
     """Float conv -> BNN+ conv -> BN -> BNN+ conv -> BN: LCE-friendly (+1 padding, 32 channels)."""
+    tf.keras.utils.set_random_seed(0)  # a fixed draw: see conftest.small_model
     inputs = tf.keras.Input((8, 8, 3))
     x = tf.keras.layers.Conv2D(32, 3, padding="same", name="stem")(inputs)
     for i in range(2):
@@ -479,6 +480,7 @@ def test_registry_bnn_plus_model_converts_like_the_ste_model():
     from melius_larq.deploy import convert_model, op_inventory
 
     kwargs = dict(input_shape=(32, 32, 3), num_classes=10, classifier_activation=None)
+    tf.keras.utils.set_random_seed(0)  # a fixed draw: see conftest.small_model
     bnn_plus = trained_like(melius_larq.MeliusNet22(binarization="bnn+", **kwargs))
     rng = np.random.RandomState(0)
     for layer in bnn_plus.layers:
