@@ -142,6 +142,7 @@ def convert_int8(
     qat_epochs: int = 0,
     qat_learning_rate: float = QAT_LEARNING_RATE,
     verbose: int = 0,
+    split_grouped_convs: bool = True,
     **prepare_options,
 ) -> bytes:
     """Converts a model to an LCE flatbuffer whose non-binary layers run in int8.
@@ -157,6 +158,9 @@ def convert_int8(
             as it is.
         qat_learning_rate: Adam learning rate of the fine-tuning.
         verbose: Keras progress output of the fine-tuning.
+        split_grouped_convs: export each grouped float conv as ``SPLIT``, per-group convs and
+            ``CONCATENATION`` (see :func:`fake_quant_model`); False keeps one grouped
+            ``CONV_2D``, which TFLite runs in its reference kernel.
         **prepare_options: options of :func:`prepare_for_int8` (e.g.
             ``normalize_concat_inputs=False``), for ablations.
 
@@ -182,7 +186,8 @@ def convert_int8(
         if prepare_options:
             raise
         prepared = prepare_for_int8(model, calibration=x, normalize_concat_inputs=False)
-    qmodel = fake_quant_model(prepared, share_scales(prepared, calibrate_ranges(prepared, x)))
+    ranges = share_scales(prepared, calibrate_ranges(prepared, x))
+    qmodel = fake_quant_model(prepared, ranges, split_grouped_convs=split_grouped_convs)
     if qat_epochs:
         quantization_aware_finetune(qmodel, qat_data, epochs=qat_epochs,
                                     learning_rate=qat_learning_rate, verbose=verbose)  # fmt: skip

@@ -27,6 +27,7 @@ __all__ = [
     "FakeQuantConv2D",
     "FakeQuantDense",
     "FakeQuantDepthwiseConv2D",
+    "SplitChannels",
     "calibrate_ranges",
     "fake_quant_model",
     "share_scales",
@@ -169,6 +170,44 @@ def share_scales(model: tf.keras.Model, ranges: dict) -> dict:
     return {name: merged[find(name)] for name in ranges}
 
 
+class SplitChannels(tf.keras.layers.Layer):
+    """Splits the channels into ``groups`` equal parts (one TFLite ``SPLIT``)."""
+
+    def __init__(self, groups: int, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+
+    def call(self, inputs):
+        return tf.split(inputs, self.groups, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+def _grouped_conv_as_split(layer, x, out_range, activation=None):
+    """``SPLIT``, one fake-quantized conv per group, ``CONCATENATION``: the int8 counterpart of
+    :class:`~melius_larq.layers.GroupConv2D`. TFLite's ``CONV_2D`` runs a grouped filter in
+    its reference kernel (int8 and float alike), each per-group conv in the optimized one.
+    Every group's output gets the layer's range, so the concatenation only copies; a ReLU
+    that follows (``activation``) moves into every group's conv, where TFLite fuses it."""
+    groups, config = layer.groups, layer.get_config()
+    if activation is not None:
+        config["activation"] = activation
+    kernel, *bias = layer.get_weights()
+    per = config["filters"] // groups
+    parts = SplitChannels(groups, name=f"{layer.name}_split")(x)
+    outs = []
+    for g, part in enumerate(parts):
+        conv = FakeQuantConv2D.from_config(
+            {**config, "name": f"{layer.name}_g{g}", "filters": per, "groups": 1}
+        )
+        y = conv(part)
+        conv.set_weights([kernel[..., g * per : (g + 1) * per],
+                          *(b[g * per : (g + 1) * per] for b in bias)])  # fmt: skip
+        outs.append(FakeQuant(*out_range, name=f"{layer.name}_g{g}_fq")(y))
+    return tf.keras.layers.Concatenate(name=f"{layer.name}_groups")(outs)
+
+
 def _scaled_binary_output(layer) -> bool:
     """A binary layer whose only consumer is the :class:`ChannelScale` of its output."""
     users = [node.outbound_layer for node in layer._outbound_nodes]
@@ -179,12 +218,18 @@ def _scaled_binary_output(layer) -> bool:
     )
 
 
-def fake_quant_model(model: tf.keras.Model, ranges: dict) -> tf.keras.Model:
+def fake_quant_model(
+    model: tf.keras.Model, ranges: dict, *, split_grouped_convs: bool = True
+) -> tf.keras.Model:
     """A new model with int8 fake-quantization of every tensor and every float kernel.
 
     Args:
         model: a model from :func:`~melius_larq.deploy.int8.prepare_for_int8` (not modified).
         ranges: maps each layer name (and the input layer's) to the (min, max) of its output.
+        split_grouped_convs: export each grouped float conv as ``SPLIT``, one conv per group
+            and ``CONCATENATION`` (as :class:`~melius_larq.layers.GroupConv2D` does in
+            float), instead of one grouped ``CONV_2D``, which TFLite runs in its reference
+            kernel.
 
     Returns:
         The fake-quantized functional model, named ``<model name>_int8``.
@@ -192,7 +237,10 @@ def fake_quant_model(model: tf.keras.Model, ranges: dict) -> tf.keras.Model:
     inp = tf.keras.Input(model.input_shape[1:], name="input")
     first = model.layers[0].name
     tensors = {first: FakeQuant(*ranges[first], name=f"{first}_fq")(inp)}
+    fused = set()  # ReLUs moved into the per-group convs before them
     for layer in model.layers[1:]:
+        if layer.name in fused:
+            continue
         args = [tensors[p.name] for p in _inbound(layer)]
         arg = args if len(args) > 1 else args[0]
         cls = None
@@ -202,10 +250,21 @@ def fake_quant_model(model: tf.keras.Model, ranges: dict) -> tf.keras.Model:
             cls = FakeQuantConv2D
         elif _is_float_layer(layer, tf.keras.layers.Dense):
             cls = FakeQuantDense
-        clone, weights = _clone(layer, cls=cls)
-        out = clone(arg)
-        if weights:
-            clone.set_weights(weights)
+        if cls is FakeQuantConv2D and layer.groups > 1 and split_grouped_convs:
+            users = [node.outbound_layer for node in layer._outbound_nodes]
+            relu = users[0] if len(users) == 1 and _is_relu(users[0]) else None
+            if relu is not None and layer.get_config()["activation"] == "linear":
+                out = _grouped_conv_as_split(layer, arg, ranges[relu.name], "relu")
+                out = FakeQuant(*ranges[relu.name], name=f"{relu.name}_fq")(out)
+                tensors[layer.name] = tensors[relu.name] = out
+                fused.add(relu.name)
+                continue
+            out = _grouped_conv_as_split(layer, arg, ranges[layer.name])
+        else:
+            clone, weights = _clone(layer, cls=cls)
+            out = clone(arg)
+            if weights:
+                clone.set_weights(weights)
         if _scaled_binary_output(layer):  # LCE fuses the ChannelScale into the conv
             tensors[layer.name] = out
         else:

@@ -96,6 +96,54 @@ def test_int8_needs_calibration_data(trained):
         convert_int8(trained[0], np.zeros((0, 28, 28, 1), np.float32))
 
 
+def _small_grouped(groups: int = 4):
+    """A float stem, a grouped float conv (GroupConv2D) and a binary conv, 28x28x1."""
+    from melius_larq.layers import GroupConv2D
+
+    inp = tf.keras.Input((28, 28, 1))
+    x = tf.keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inp)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.ReLU()(x)
+    x = GroupConv2D(32, 3, strides=2, padding="same", groups=groups, use_bias=False,
+                    name="grouped")(x)  # fmt: skip
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.ReLU()(x)
+    y = tf.keras.layers.BatchNormalization()(x)
+    y = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False,
+                              input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                              kernel_constraint="weight_clip")(y)  # fmt: skip
+    x = tf.keras.layers.Concatenate()([x, y])
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    return tf.keras.Model(inp, tf.keras.layers.Dense(10)(x))
+
+
+# Splitting a grouped conv changes no int8 arithmetic (the same per-output-channel kernel
+# scales, every group's output at the layer's range): the two flatbuffers agree up to the
+# rounding of the one requantization their graphs place differently, far below a logit error
+# that a wrong kernel slice or group order causes (order 1 of the logit scale).
+SPLIT_INT8_RTOL = 1e-2
+
+
+def test_grouped_float_convs_run_as_split_per_group_int8_convs():
+    x, y, x_test = _data()
+    tf.keras.utils.set_random_seed(0)
+    model = _small_grouped()
+    model.compile(tf.keras.optimizers.Adam(3e-3),
+                  tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    model.fit(x[:2048], y[:2048], batch_size=64, epochs=1, verbose=0)
+    split = convert_int8(model, x[:300])
+    native = convert_int8(model, x[:300], split_grouped_convs=False)
+    ops_split, ops_native = op_inventory(split), op_inventory(native)
+    # SPLIT, one CONV_2D per group (4) next to the stem's, all int8, one CONCATENATION more
+    assert ops_split["SPLIT"] == 1 and ops_split["CONV_2D"] == 1 + 4, ops_split
+    assert "SPLIT" not in ops_native and ops_native["CONV_2D"] == 2, ops_native
+    assert ops_split["CONCATENATION"] == ops_native["CONCATENATION"] + 1
+    assert set(int8_flatbuffer_summary(split)["CONV_2D"]) == {"int8"}
+    assert ops_split.get("DEQUANTIZE", 0) == ops_native.get("DEQUANTIZE", 0)  # no float detour
+    a, b = run_lce(split, x_test), run_lce(native, x_test)
+    np.testing.assert_allclose(a, b, atol=SPLIT_INT8_RTOL * np.abs(b).max(), rtol=0)
+
+
 @pytest.mark.parametrize("calibrated", [False, True])
 def test_prepare_for_int8_keeps_the_function_of_a_meliusnet(calibrated):
     """BN folding, pre-sign shifts and the rescaling of binary and concatenated outputs
