@@ -260,6 +260,7 @@ def test_pipeline_end_to_end_and_rerun_reads_back(tiny_fmnist, tmp_path, monkeyp
     assert float_row["test_accuracy"] == float_row["keras_test_accuracy"]
     table = (results / f"{mvm.RESULTS_STEM}.md").read_text()
     assert all(f"| {name} |" in table for name in rows)
+    assert "{" not in table and "}" not in table  # every placeholder filled in
 
     # a re-run trains nothing and reports the same runs
     def no_training(*args, **kw):

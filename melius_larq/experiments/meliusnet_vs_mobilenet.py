@@ -650,7 +650,8 @@ def markdown(result: dict) -> str:
             else ""
         )
         + ". Test top-1 is evaluated once per run at the chosen rate; flatbuffers (sizes, "
-        "latency, int8 top-1) are made from the first seed's model; int8 rows give their flatbuffer's top-1 on {result['eval_images']:,} test "
+        "latency, int8 top-1) are made from the first seed's model; int8 rows give their "
+        f"flatbuffer's top-1 on {result['eval_images']:,} test "
         f"images. Latency: median of {result['latency']['runs']} single-image runs, best of "
         f"{result['latency']['rounds']} alternating rounds, 1 thread, on {m['cpu']} "
         f"({m['cores']} cores).",
