@@ -53,6 +53,7 @@ def test_latency_breakdown_measures_every_prefix():
     assert "| stem |" in table and "Isolated binary 3x3 conv (8x8x64 -> 32)" in table
 
 
+@pytest.mark.large  # trains a model under a mixed-precision policy: ~20 s
 def test_training_throughput_of_a_mixed_precision_model():
     stats = training_throughput(_tiny, batch_size=4, steps=1, warmup=1, input_shape=TINY_SHAPE,
                                 num_classes=10, precision="mixed_bfloat16")  # fmt: skip
@@ -119,6 +120,7 @@ def test_suite_table_shows_the_head_to_head():
     assert "| ours (XNNPACK) | on | 44.0 | 44.0, 45.5 | 0.96 |" in format_suite(result)
 
 
+@pytest.mark.large  # converts two models, one through LCE's own converter: ~20 s
 def test_head_to_head_converts_the_peer_with_lces_converter(tmp_path):
     from melius_larq.deploy.suite import run_head_to_head
 

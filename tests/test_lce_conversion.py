@@ -27,7 +27,8 @@ def _float_convs(model):
     )
 
 
-@pytest.mark.parametrize("name", melius_larq.list_models())
+# every model in CI (make test-all), the deepest ones not in make test (conftest.registry_params)
+@pytest.mark.parametrize("name", registry_params(melius_larq.list_models()))
 def test_converts_to_one_bconv_per_binary_layer_and_matches_keras(name):
     model = small_model(name)  # trained-like BatchNorm statistics
     buf = convert_model(model)
