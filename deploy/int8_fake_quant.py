@@ -208,6 +208,14 @@ def _grouped_conv_as_split(layer, x, out_range, activation=None):
     return tf.keras.layers.Concatenate(name=f"{layer.name}_groups")(outs)
 
 
+def _fusable_relu(layer):
+    """The ReLU that is ``layer``'s only consumer, if ``layer`` itself is linear; else None."""
+    users = [node.outbound_layer for node in layer._outbound_nodes]
+    if len(users) == 1 and _is_relu(users[0]) and layer.get_config()["activation"] == "linear":
+        return users[0]
+    return None
+
+
 def _scaled_binary_output(layer) -> bool:
     """A binary layer whose only consumer is the :class:`ChannelScale` of its output."""
     users = [node.outbound_layer for node in layer._outbound_nodes]
@@ -250,23 +258,20 @@ def fake_quant_model(
             cls = FakeQuantConv2D
         elif _is_float_layer(layer, tf.keras.layers.Dense):
             cls = FakeQuantDense
+        name = layer.name  # the layer whose output `out` is
         if cls is FakeQuantConv2D and layer.groups > 1 and split_grouped_convs:
-            users = [node.outbound_layer for node in layer._outbound_nodes]
-            relu = users[0] if len(users) == 1 and _is_relu(users[0]) else None
-            if relu is not None and layer.get_config()["activation"] == "linear":
-                out = _grouped_conv_as_split(layer, arg, ranges[relu.name], "relu")
-                out = FakeQuant(*ranges[relu.name], name=f"{relu.name}_fq")(out)
-                tensors[layer.name] = tensors[relu.name] = out
+            relu = _fusable_relu(layer)
+            if relu is not None:  # the groups compute the ReLU's output (its only consumer)
                 fused.add(relu.name)
-                continue
-            out = _grouped_conv_as_split(layer, arg, ranges[layer.name])
+                name = relu.name
+            out = _grouped_conv_as_split(layer, arg, ranges[name], relu and "relu")
         else:
             clone, weights = _clone(layer, cls=cls)
             out = clone(arg)
             if weights:
                 clone.set_weights(weights)
         if _scaled_binary_output(layer):  # LCE fuses the ChannelScale into the conv
-            tensors[layer.name] = out
+            tensors[name] = out
         else:
-            tensors[layer.name] = FakeQuant(*ranges[layer.name], name=f"{layer.name}_fq")(out)
+            tensors[name] = FakeQuant(*ranges[name], name=f"{name}_fq")(out)
     return tf.keras.Model(inp, tensors[model.layers[-1].name], name=f"{model.name}_int8")

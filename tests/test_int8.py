@@ -30,17 +30,22 @@ def _data():
     return preprocess_fashion_mnist(x[:4096]), y[:4096], preprocess_fashion_mnist(xt[:500])
 
 
+def _with_binary_branch(x):
+    """``concat(x, binary_conv(BN(x)))``: a dense-block step with a ±1-padded binary conv."""
+    y = tf.keras.layers.BatchNormalization()(x)
+    y = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False,
+                              input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                              kernel_constraint="weight_clip")(y)  # fmt: skip
+    return tf.keras.layers.Concatenate()([x, y])
+
+
 def _small_bnn():
     inp = tf.keras.Input((28, 28, 1))
     x = tf.keras.layers.Conv2D(32, 3, padding="same", use_bias=False)(inp)
     x = tf.keras.layers.BatchNormalization()(x)
     x = tf.keras.layers.ReLU()(x)
     x = tf.keras.layers.MaxPool2D(2)(x)
-    y = tf.keras.layers.BatchNormalization()(x)
-    y = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False,
-                              input_quantizer="ste_sign", kernel_quantizer="ste_sign",
-                              kernel_constraint="weight_clip")(y)  # fmt: skip
-    x = tf.keras.layers.Concatenate()([x, y])
+    x = _with_binary_branch(x)
     x = tf.keras.layers.BatchNormalization()(x)
     x = tf.keras.layers.MaxPool2D(2)(x)
     x = tf.keras.layers.ReLU()(x)
@@ -108,11 +113,7 @@ def _small_grouped(groups: int = 4):
                     name="grouped")(x)  # fmt: skip
     x = tf.keras.layers.BatchNormalization()(x)
     x = tf.keras.layers.ReLU()(x)
-    y = tf.keras.layers.BatchNormalization()(x)
-    y = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False,
-                              input_quantizer="ste_sign", kernel_quantizer="ste_sign",
-                              kernel_constraint="weight_clip")(y)  # fmt: skip
-    x = tf.keras.layers.Concatenate()([x, y])
+    x = _with_binary_branch(x)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     return tf.keras.Model(inp, tf.keras.layers.Dense(10)(x))
 
