@@ -22,7 +22,9 @@ trained float Keras model into such a graph after training:
    int8 grid.
 
 Binary convolutions are untouched: LCE still bit-packs their weights, and with int8 tensors
-around them they read int8 inputs and write int8 outputs.
+around them they read int8 inputs; they write float32 that a ``QUANTIZE`` turns into the
+int8 tensor their consumers read (:func:`float_bconv_outputs`; LCE's own int8 output is
+slower on x86).
 
 :func:`convert_int8_weights` is the calibration-free alternative: it only stores the float
 weights of the converted flatbuffer as int8 (:func:`store_weights_int8`, in
@@ -46,6 +48,7 @@ from melius_larq.deploy.int8_fake_quant import (
 )
 from melius_larq.deploy.int8_flatbuffer import (
     INT8_WEIGHT_PREFIX,
+    float_bconv_outputs,
     int8_flatbuffer_summary,
     quantize_per_channel,
     store_weights_int8,
@@ -71,6 +74,7 @@ __all__ = [
     "convert_int8",
     "convert_int8_weights",
     "fake_quant_model",
+    "float_bconv_outputs",
     "int8_flatbuffer_summary",
     "prepare_for_int8",
     "quantization_aware_finetune",
@@ -143,6 +147,7 @@ def convert_int8(
     qat_learning_rate: float = QAT_LEARNING_RATE,
     verbose: int = 0,
     split_grouped_convs: bool = True,
+    bconv_float_outputs: bool = True,
     **prepare_options,
 ) -> bytes:
     """Converts a model to an LCE flatbuffer whose non-binary layers run in int8.
@@ -161,6 +166,8 @@ def convert_int8(
         split_grouped_convs: export each grouped float conv as ``SPLIT``, per-group convs and
             ``CONCATENATION`` (see :func:`fake_quant_model`); False keeps one grouped
             ``CONV_2D``, which TFLite runs in its reference kernel.
+        bconv_float_outputs: binary convs write float32 followed by a ``QUANTIZE``
+            (:func:`float_bconv_outputs`, faster on x86); False keeps LCE's int8 output.
         **prepare_options: options of :func:`prepare_for_int8` (e.g.
             ``normalize_concat_inputs=False``), for ablations.
 
@@ -192,7 +199,8 @@ def convert_int8(
         quantization_aware_finetune(qmodel, qat_data, epochs=qat_epochs,
                                     learning_rate=qat_learning_rate, verbose=verbose)  # fmt: skip
     io = "int8" if int8_io else "float32"
-    return convert_model(qmodel, target=target, inference_input_type=io, inference_output_type=io)
+    buf = convert_model(qmodel, target=target, inference_input_type=io, inference_output_type=io)
+    return float_bconv_outputs(buf) if bconv_float_outputs else buf
 
 
 def convert_int8_weights(model: tf.keras.Model, *, target: str = "arm") -> bytes:

@@ -1,8 +1,9 @@
 """Byte-level int8 edits and summaries of LCE/TFLite flatbuffers.
 
 :func:`store_weights_int8` stores float weights as per-channel int8 codes plus a
-``DEQUANTIZE`` operator (weight-only int8); :func:`int8_flatbuffer_summary` counts which
-compute ops run in int8.
+``DEQUANTIZE`` operator (weight-only int8); :func:`float_bconv_outputs` lets binary convs
+write float32 followed by a ``QUANTIZE`` (faster than LCE's int8 output path on x86);
+:func:`int8_flatbuffer_summary` counts which compute ops run in int8.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 
 __all__ = [
     "INT8_WEIGHT_PREFIX",
+    "float_bconv_outputs",
     "int8_flatbuffer_summary",
     "quantize_per_channel",
     "store_weights_int8",
@@ -130,4 +132,61 @@ def store_weights_int8(buf: bytes, *, min_elements: int = 256, skip=()) -> bytes
                                           name=name, dequantize=dequantize))  # fmt: skip
         done.add(t)
     graph.operators = new_ops + list(graph.operators)
+    return _tflite.pack(tree)
+
+
+def float_bconv_outputs(buf: bytes) -> bytes:
+    """A flatbuffer whose int8-writing ``LceBconv2d`` ops write float32 plus a ``QUANTIZE``.
+
+    ``LceBconv2d`` computes ``accumulator * multiplier + bias`` in float for every output
+    type; with an int8 output LCE rounds that to the output tensor's scale itself. Here each
+    such op writes a new float32 tensor instead and a TFLite ``QUANTIZE`` (which XNNPACK
+    runs vectorised) produces the original int8 tensor, so every consumer is unchanged and
+    the int8 values differ from LCE's own rounding by at most one step at ties. On x86
+    (LCE 0.16's portable kernels) this is faster with and without XNNPACK, measured in
+    ``docs/deployment.md`` (int8 section); aarch64 builds have their own int8 output
+    kernels, so time both there (``convert_int8(..., bconv_float_outputs=False)``).
+
+    Args:
+        buf: an LCE flatbuffer (bytes or a path).
+
+    Returns:
+        The rewritten flatbuffer (the input is not modified); unchanged ops and tensors keep
+        their indices, so signatures stay valid.
+    """
+    from melius_larq import _tflite
+    from melius_larq.deploy.flatbuffer import load_flatbuffer
+
+    schema = _tflite.schema()
+    tree = _tflite.read_model(load_flatbuffer(buf))
+    graph = tree.subgraphs[0]
+    quantize = None
+    operators = []
+    for op in graph.operators:
+        operators.append(op)
+        code = tree.operatorCodes[op.opcodeIndex]
+        if (code.customCode or b"") != b"LceBconv2d":
+            continue
+        target = int(op.outputs[0])
+        int8 = graph.tensors[target]
+        if int8.type != schema.TensorType.INT8:
+            continue
+        if quantize is None:
+            quantize = _tflite.builtin_opcode(tree, "QUANTIZE")
+        tree.buffers.append(schema.BufferT())
+        wide = schema.TensorT()
+        wide.shape = np.array(int8.shape, dtype=np.int32)
+        wide.type = schema.TensorType.FLOAT32
+        wide.buffer = len(tree.buffers) - 1
+        wide.name = (int8.name or b"") + b"/float"
+        graph.tensors.append(wide)
+        op.outputs = np.array([len(graph.tensors) - 1], dtype=np.int32)
+        requantize = schema.OperatorT()
+        requantize.opcodeIndex = quantize
+        requantize.inputs = np.array([len(graph.tensors) - 1], dtype=np.int32)
+        requantize.outputs = np.array([target], dtype=np.int32)
+        requantize.builtinOptionsType = schema.BuiltinOptions.QuantizeOptions
+        requantize.builtinOptions = schema.QuantizeOptionsT()
+        operators.append(requantize)
+    graph.operators = operators
     return _tflite.pack(tree)

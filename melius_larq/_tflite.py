@@ -29,6 +29,7 @@ from melius_larq._compat import tf
 __all__ = [
     "FlatbufferError",
     "builtin_code",
+    "builtin_opcode",
     "convert_float",
     "dequantize_opcode",
     "inference_saved_model",
@@ -452,19 +453,28 @@ def tensor_nbytes(tree, index: int) -> int:
     return 0 if data is None else int(np.asarray(data).size)
 
 
-def dequantize_opcode(tree) -> int:
-    """The index of a ``DEQUANTIZE`` operator code able to read int8, added if missing."""
+def builtin_opcode(tree, name: str, version: int = 1) -> int:
+    """The index of the operator code of builtin ``name`` (e.g. ``"QUANTIZE"``), added if missing.
+
+    An existing code is raised to at least ``version``.
+    """
     s = schema()
+    builtin = getattr(s.BuiltinOperator, name)
     for index in range(len(tree.operatorCodes)):
-        if builtin_code(tree, index) == s.BuiltinOperator.DEQUANTIZE:
+        if builtin_code(tree, index) == builtin:
             code = tree.operatorCodes[index]
-            code.version = max(code.version, DEQUANTIZE_INT8_VERSION)
+            code.version = max(code.version, version)
             return index
     code = s.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.DEQUANTIZE
-    code.version = DEQUANTIZE_INT8_VERSION
+    code.builtinCode = code.deprecatedBuiltinCode = builtin
+    code.version = version
     tree.operatorCodes.append(code)
     return len(tree.operatorCodes) - 1
+
+
+def dequantize_opcode(tree) -> int:
+    """The index of a ``DEQUANTIZE`` operator code able to read int8, added if missing."""
+    return builtin_opcode(tree, "DEQUANTIZE", DEQUANTIZE_INT8_VERSION)
 
 
 def store_int8(
