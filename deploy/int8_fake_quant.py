@@ -117,6 +117,19 @@ def calibrate_ranges(model: tf.keras.Model, x: np.ndarray, *, batch_size: int = 
     return {n: (min(lo[n], 0.0), max(hi[n], 0.0, lo[n] + 1e-6)) for n in names}
 
 
+# TFLite's int8 SOFTMAX always writes scale 1/256 and zero point -128; a softmax output
+# fake-quantized to exactly that range needs no requantizing QUANTIZE after it.
+SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
+
+
+def _is_softmax(layer) -> bool:
+    if isinstance(layer, tf.keras.layers.Softmax):
+        return True
+    return isinstance(layer, tf.keras.layers.Activation) and layer.get_config()[
+        "activation"
+    ] in ("softmax", tf.keras.activations.softmax)
+
+
 # TFLite's int8 kernels of these ops need the same scale on their inputs and output.
 _SAME_SCALE = (
     tf.keras.layers.Concatenate,
@@ -273,5 +286,6 @@ def fake_quant_model(
         if _scaled_binary_output(layer):  # LCE fuses the ChannelScale into the conv
             tensors[name] = out
         else:
-            tensors[name] = FakeQuant(*ranges[name], name=f"{name}_fq")(out)
+            out_range = SOFTMAX_RANGE if _is_softmax(layer) else ranges[name]
+            tensors[name] = FakeQuant(*out_range, name=f"{name}_fq")(out)
     return tf.keras.Model(inp, tensors[model.layers[-1].name], name=f"{model.name}_int8")

@@ -72,6 +72,9 @@ def test_int8_flatbuffer_runs_every_non_binary_layer_in_int8(trained):
     buf = convert_int8(model, x[:300])
     summary = int8_flatbuffer_summary(buf)
     assert summary["LceBconv2d"] == {"float32": 1}  # requantized by a QUANTIZE (below)
+    # QUANTIZE of the float input and of the binary conv's output; none after SOFTMAX, whose
+    # fake-quant range is int8 SOFTMAX's fixed output scale
+    assert op_inventory(buf)["QUANTIZE"] == 2
     for op in ("CONV_2D", "FULLY_CONNECTED"):
         assert set(summary[op]) == {"int8"}, summary
     weights = conversion_report(buf)["bytes_by_weight_type"]
