@@ -125,9 +125,10 @@ SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
 def _is_softmax(layer) -> bool:
     if isinstance(layer, tf.keras.layers.Softmax):
         return True
-    return isinstance(layer, tf.keras.layers.Activation) and layer.get_config()[
-        "activation"
-    ] in ("softmax", tf.keras.activations.softmax)
+    return isinstance(layer, tf.keras.layers.Activation) and layer.get_config()["activation"] in (
+        "softmax",
+        tf.keras.activations.softmax,
+    )
 
 
 # TFLite's int8 kernels of these ops need the same scale on their inputs and output.
