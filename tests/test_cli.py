@@ -171,6 +171,8 @@ def test_help_exits_0(capsys):
         (["convert", "MeliusNet22", "-o", "x.tflite", "--calibration-samples", "-5"], "got '-5'"),
         (["convert", "MeliusNet22", "-o", "x.tflite", "--qat-epochs", "1"], "--qat-epochs 1 needs --int8"),
         (["convert", "MeliusNet22", "-o", "x.tflite", "--qat-epochs", "-1"], ">= 0, got '-1'"),
+        (["convert", "MeliusNet22", "-o", "x.tflite", "--int8-io"], "--int8-io needs --int8"),
+        (["convert", "MeliusNet22", "-o", "x.tflite", "--lce-int8-outputs"], "--lce-int8-outputs needs --int8"),
         (["convert", "MeliusNet22", "-o", "x.tflite", "--num-classes", "2.5"], "expected an integer, got '2.5'"),
         (["report"], "required: tflite"),
         (["report", "x.tflite", "--target", "gpu"], "invalid choice: 'gpu'"),

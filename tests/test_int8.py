@@ -473,6 +473,11 @@ def test_meliusnet_through_convert_int8(trained_tiny):
     assert summary["LceBconv2d"] == {"float32": 14}
     error, agreement = _logit_check(buf, model, x_test)
     assert error <= INT8_MEAN_LOGIT_ERROR and agreement >= INT8_MIN_AGREEMENT, (error, agreement)
+    lce = _convert(out, "int8_lce.tflite", "--int8", "--lce-int8-outputs",
+                   "--calibration", out / "calibration.npy")  # fmt: skip
+    assert int8_flatbuffer_summary(lce)["LceBconv2d"] == {"int8": 14}
+    error, agreement = _logit_check(lce, model, x_test)
+    assert error <= INT8_MEAN_LOGIT_ERROR and agreement >= INT8_MIN_AGREEMENT, (error, agreement)
 
 
 def test_meliusnet_through_convert_int8_weights(trained_tiny):

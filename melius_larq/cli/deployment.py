@@ -94,6 +94,9 @@ def _cmd_convert(args) -> int:
         raise OSError(f"Cannot write {args.output!r}: directory {str(out_dir)!r} does not exist.")
     if args.qat_epochs and not args.int8:
         raise ValueError(f"--qat-epochs {args.qat_epochs} needs --int8.")
+    for flag in ("int8_io", "lce_int8_outputs"):
+        if getattr(args, flag) and not args.int8:
+            raise ValueError(f"--{flag.replace('_', '-')} needs --int8.")
     model = _load_keras(args.model, args.input_size, args.num_classes)
     input_shape = (
         (args.input_size, args.input_size, model.input_shape[-1]) if args.input_size else None
@@ -106,7 +109,8 @@ def _cmd_convert(args) -> int:
         if args.qat_epochs:
             data = load_calibration(args.calibration, model, limit=args.qat_samples, labels=True)
             qat = {"qat_data": data, "qat_epochs": args.qat_epochs, "verbose": 2}
-        buf = convert_int8(model, calibration, target=args.target, int8_io=args.int8_io, **qat)
+        buf = convert_int8(model, calibration, target=args.target, int8_io=args.int8_io,
+                           bconv_float_outputs=not args.lce_int8_outputs, **qat)  # fmt: skip
     elif args.int8_weights:
         from melius_larq.deploy.int8 import convert_int8_weights
 
@@ -265,6 +269,9 @@ def add_subcommands(sub) -> None:
         "--int8", action="store_true", help="int8 non-binary layers (needs --calibration)"
     )
     p.add_argument("--int8-io", action="store_true", help="int8 input and output tensors too")
+    p.add_argument("--lce-int8-outputs", action="store_true",
+                   help="with --int8: binary convs write int8 with LCE's own kernel instead of "
+                   "float32 + QUANTIZE (faster on x86); time both on aarch64")  # fmt: skip
     p.add_argument("--int8-weights", action="store_true",
                    help="store float weights as int8 + DEQUANTIZE, compute in float (no calibration)")  # fmt: skip
     p.add_argument(
