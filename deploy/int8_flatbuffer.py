@@ -151,8 +151,8 @@ def float_bconv_outputs(buf: bytes) -> bytes:
         buf: an LCE flatbuffer (bytes or a path).
 
     Returns:
-        The rewritten flatbuffer (the input is not modified); unchanged ops and tensors keep
-        their indices, so signatures stay valid.
+        The rewritten flatbuffer (the input is not modified); existing tensors keep their
+        indices, so signatures stay valid.
     """
     from melius_larq import _tflite
     from melius_larq.deploy.flatbuffer import load_flatbuffer
@@ -176,6 +176,7 @@ def float_bconv_outputs(buf: bytes) -> bytes:
         tree.buffers.append(schema.BufferT())
         wide = schema.TensorT()
         wide.shape = np.array(int8.shape, dtype=np.int32)
+        wide.shapeSignature = int8.shapeSignature
         wide.type = schema.TensorType.FLOAT32
         wide.buffer = len(tree.buffers) - 1
         wide.name = (int8.name or b"") + b"/float"
