@@ -97,10 +97,9 @@ def store_weights_int8(buf: bytes, *, min_elements: int = 256, skip=()) -> bytes
         The rewritten flatbuffer (the input is not modified).
     """
     from melius_larq import _tflite
-    from melius_larq.deploy.flatbuffer import load_flatbuffer
 
     schema = _tflite.schema()
-    tree = _tflite.read_model(load_flatbuffer(buf))
+    tree = _tflite.read_model(buf)
     names = {getattr(schema.BuiltinOperator, k): v for k, v in _WEIGHT_INPUTS.items()}
     dequantize = _tflite.dequantize_opcode(tree)
     graph = tree.subgraphs[0]
@@ -155,10 +154,9 @@ def float_bconv_outputs(buf: bytes) -> bytes:
         indices, so signatures stay valid.
     """
     from melius_larq import _tflite
-    from melius_larq.deploy.flatbuffer import load_flatbuffer
 
     schema = _tflite.schema()
-    tree = _tflite.read_model(load_flatbuffer(buf))
+    tree = _tflite.read_model(buf)
     graph = tree.subgraphs[0]
     quantize = None
     operators = []

@@ -92,11 +92,11 @@ def _cmd_convert(args) -> int:
     out_dir = Path(args.output).parent
     if not out_dir.is_dir():
         raise OSError(f"Cannot write {args.output!r}: directory {str(out_dir)!r} does not exist.")
-    if args.qat_epochs and not args.int8:
-        raise ValueError(f"--qat-epochs {args.qat_epochs} needs --int8.")
-    for flag in ("int8_io", "lce_int8_outputs"):
-        if getattr(args, flag) and not args.int8:
-            raise ValueError(f"--{flag.replace('_', '-')} needs --int8.")
+    for flag in ("qat_epochs", "int8_io", "lce_int8_outputs"):  # options of --int8 only
+        value = getattr(args, flag)
+        if value and not args.int8:
+            shown = "" if value is True else f" {value}"
+            raise ValueError(f"--{flag.replace('_', '-')}{shown} needs --int8.")
     model = _load_keras(args.model, args.input_size, args.num_classes)
     input_shape = (
         (args.input_size, args.input_size, model.input_shape[-1]) if args.input_size else None
