@@ -27,6 +27,7 @@ import numpy as np
 
 import melius_larq
 from melius_larq._compat import tf
+from melius_larq._io import save_figure
 from melius_larq.deploy.bench import (
     benchmark_alternating,
     benchmark_lce,
@@ -289,8 +290,7 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_xlabel("median latency, 1 thread (ms)")
     ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

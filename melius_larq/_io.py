@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "save_figure", "write_atomic", "write_text_atomic"]
 
 
 @contextlib.contextmanager
@@ -69,3 +69,25 @@ def write_atomic(data: bytes, path: str | os.PathLike) -> Path:
 def write_text_atomic(text: str, path: str | os.PathLike, *, encoding: str = "utf-8") -> Path:
     """Writes ``text`` to ``path`` atomically, encoded with ``encoding`` (UTF-8)."""
     return write_atomic(text.encode(encoding), path)
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> Path:
+    """Saves a matplotlib figure to ``path`` atomically and closes it, also when saving fails.
+
+    The format follows the suffix of ``path`` (PNG for ``.png``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: naming the path when its directory does not exist.
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path

@@ -282,6 +282,30 @@ def test_atomic_path_keeps_the_name_and_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == [target] and target.read_text() == "new\n"
 
 
+def test_save_figure_is_atomic_and_always_closes_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from melius_larq._io import save_figure
+
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"old")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    fig.savefig = lambda path, **kw: Path(path).write_bytes(b"partial") and 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        save_figure(fig, target)  # fails after writing part of the file
+    assert not plt.fignum_exists(fig.number)
+    assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"old"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    assert save_figure(fig, target) == target
+    assert not plt.fignum_exists(fig.number)
+    assert target.read_bytes().startswith(b"\x89PNG")
+
+
 def _cli(*args):
     from melius_larq.cli import main
 

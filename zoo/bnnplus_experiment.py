@@ -54,7 +54,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from melius_larq._io import atomic_path, write_text_atomic
+from melius_larq._io import save_figure, write_text_atomic
 from melius_larq.zoo.recipes import apply_overrides, check_recipe, get_recipe
 
 __all__ = [
@@ -480,7 +480,7 @@ def _plot_accuracy(result: dict, path: Path) -> None:
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path, plt)
+    save_figure(fig, path)
 
 
 def _plot_alpha(result: dict, path: Path) -> None:
@@ -510,15 +510,7 @@ def _plot_alpha(result: dict, path: Path) -> None:
     if drawn:
         axes[1].legend(fontsize=6)
     fig.tight_layout()
-    _save(fig, path, plt)
-
-
-def _save(fig, path: Path, plt) -> None:
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from melius_larq._compat import tf
-from melius_larq._io import atomic_path, write_text_atomic
+from melius_larq._io import atomic_path, save_figure, write_text_atomic
 from melius_larq._keras_utils import walk_layers
 from melius_larq.cbd import compress_model, compressible_layers
 from melius_larq.zoo.data import load_fashion_mnist, preprocess_fashion_mnist, split_sizes
@@ -506,11 +506,7 @@ def _plot(networks: list[dict], path: Path) -> None:
             ax.legend(fontsize=7)
     fig.suptitle("CBD against plain rounding, Fashion-MNIST, no retraining")
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _pct(value) -> str:

@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from melius_larq._io import atomic_path, write_text_atomic
+from melius_larq._io import save_figure, write_text_atomic
 from melius_larq.zoo.recipes import apply_overrides, get_recipe
 
 __all__ = ["main", "run_sweep"]
@@ -131,11 +131,7 @@ def _plot(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 
 import melius_larq
 from melius_larq._compat import tf
-from melius_larq._io import atomic_path, write_text_atomic
+from melius_larq._io import atomic_path, save_figure, write_text_atomic
 from melius_larq.binarynet import BASELINES
 from melius_larq.bnnplus import BNNPlusConfig, BNNPlusDiagnostics, bnn_plus_layers
 from melius_larq.distillation import Distiller
@@ -212,11 +212,7 @@ def _plot_history(history_csv: Path, out: Path, test: dict | None = None) -> Non
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, out)
 
 
 def resume_recipe(run_dir, name: str, overrides=()) -> Recipe:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import melius_larq
+from melius_larq._io import save_figure
 from melius_larq.zoo.data import load_fashion_mnist, preprocess_fashion_mnist
 from melius_larq.zoo.recipes import apply_overrides, get_recipe
 from melius_larq.zoo.train import train
@@ -55,8 +56,7 @@ def _plot_bars(report: dict, path: Path) -> None:
             ax.text(i, v, f"{v:.2f}", ha="center", va="bottom")
     fig.suptitle(f"{report['model']} on Fashion-MNIST: top-1 {100 * report['test_accuracy']:.2f} %")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def prepare_training_dir(train_dir: Path, recipe) -> bool:

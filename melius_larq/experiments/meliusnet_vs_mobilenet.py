@@ -718,7 +718,7 @@ def plot(result: dict, directory: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from melius_larq._io import atomic_path
+    from melius_larq._io import save_figure
 
     for filename, panels in PLOTS.items():
         fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
@@ -742,11 +742,7 @@ def plot(result: dict, directory: Path) -> None:
             ax.legend(fontsize=8)
         fig.suptitle("Fashion-MNIST: binary MeliusNets vs MobileNet-v1")
         fig.tight_layout()
-        try:
-            with atomic_path(directory / filename) as tmp:
-                fig.savefig(tmp, dpi=100)
-        finally:
-            plt.close(fig)
+        save_figure(fig, directory / filename)
 
 
 def main(argv: list[str] | None = None) -> int:
