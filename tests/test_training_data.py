@@ -127,6 +127,16 @@ def test_sweep_chooses_on_validation_and_reuses_finished_runs(tiny_fmnist, tmp_p
                   grid={"learning_rate": ["fast"]})  # fmt: skip
 
 
+def test_sweep_table_shows_the_mean_validation_curve_over_seeds():
+    from melius_larq.zoo.sweep import _markdown
+
+    runs = [{"val_curve": [0.5, 0.75]}, {"val_curve": [0.7, 0.85]}]
+    result = {"recipe": "r", "overrides": [], "seeds": [0, 1], "chosen": "a",
+              "configs": [{"tag": "a", "runs": runs, "val_mean": 0.8, "val_std": 0.07,
+                           "test_mean": 0.79, "test_std": 0.01}]}  # fmt: skip
+    assert "| 60.00 / 80.00 |" in _markdown(result)  # not the first seed's 50.00 / 75.00
+
+
 # ---------------------------------------------------------------- distillation
 
 

@@ -93,17 +93,23 @@ def run_sweep(recipe_name, out, *, grid=None, overrides=(), seeds=(0,), data_dir
             "seeds": list(seeds), "configs": configs, "chosen": chosen}  # fmt: skip
 
 
+def _mean_curve(runs: list[dict]) -> list[float]:
+    """The per-epoch mean of the runs' validation curves (over the epochs all of them have)."""
+    return [statistics.fmean(values) for values in zip(*(r["val_curve"] for r in runs))]
+
+
 def _markdown(result: dict) -> str:
     lines = [
         f"Recipe `{result['recipe']}` with `{' '.join(result['overrides']) or '-'}`; seeds "
         f"{', '.join(map(str, result['seeds']))}. Chosen on mean final validation top-1: "
         f"**{result['chosen']}**. Test top-1 is evaluated once per run and not used to choose.",
         "",
-        "| configuration | validation top-1 (%) | test top-1 (%) | validation by epoch (%) |",
+        "| configuration | validation top-1 (%) | test top-1 (%) | validation by epoch, mean over "
+        "seeds (%) |",
         "| --- | --- | --- | --- |",
     ]
     for c in result["configs"]:
-        curve = " / ".join(f"{100 * v:.2f}" for v in c["runs"][0]["val_curve"])
+        curve = " / ".join(f"{100 * v:.2f}" for v in _mean_curve(c["runs"]))
         mark = " (chosen)" if c["tag"] == result["chosen"] else ""
         lines.append(
             f"| {c['tag']}{mark} | {100 * c['val_mean']:.2f} ± {100 * c['val_std']:.2f} | "
