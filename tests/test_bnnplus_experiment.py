@@ -7,6 +7,7 @@ import pytest
 
 from melius_larq import bnnplus
 from melius_larq.zoo import bnnplus_experiment as exp
+from melius_larq.zoo import stats
 from melius_larq.zoo.recipes import apply_overrides, bnn_plus_options, get_recipe
 
 # The continued fraction of the incomplete beta function converges to ~1e-12; the reference
@@ -21,21 +22,21 @@ P_ATOL = 1e-9
      (30, 2.042272456301238, 0.05), (4, 0.0, 1.0)],
 )  # fmt: skip
 def test_student_t_p_values_from_the_incomplete_beta_function(df, t, p):
-    assert exp._betainc(df / 2, 0.5, df / (df + t * t)) == pytest.approx(p, abs=P_ATOL)
+    assert stats._betainc(df / 2, 0.5, df / (df + t * t)) == pytest.approx(p, abs=P_ATOL)
 
 
 def test_welch_t_test_matches_reference_values():
-    result = exp.welch_t_test([1, 2, 3], [4, 5, 6])
+    result = stats.welch_t_test([1, 2, 3], [4, 5, 6])
     assert result["difference"] == -3.0
     assert result["t"] == pytest.approx(-3.6742346141747673, abs=1e-12)
     assert result["df"] == pytest.approx(4.0, abs=1e-12)
     assert result["p"] == pytest.approx(0.021311641128756713, abs=P_ATOL)
-    unequal = exp.welch_t_test([0.861, 0.858, 0.866], [0.852, 0.855, 0.849, 0.851])
+    unequal = stats.welch_t_test([0.861, 0.858, 0.866], [0.852, 0.855, 0.849, 0.851])
     assert unequal["t"] == pytest.approx(3.7462898726223273, rel=1e-9)
     assert unequal["df"] == pytest.approx(3.1402578014392213, rel=1e-9)
     assert unequal["p"] == pytest.approx(0.030685891968337833, abs=P_ATOL)
     for a, b in (([0.9], [0.8, 0.85]), ([0.9, 0.9], [0.8, 0.8])):  # undefined
-        undefined = exp.welch_t_test(a, b)
+        undefined = stats.welch_t_test(a, b)
         assert undefined["t"] is None and undefined["p"] is None
         assert undefined["difference"] == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
 

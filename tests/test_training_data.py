@@ -135,6 +135,24 @@ def test_sweep_table_shows_the_mean_validation_curve_over_seeds():
               "configs": [{"tag": "a", "runs": runs, "val_mean": 0.8, "val_std": 0.07,
                            "test_mean": 0.79, "test_std": 0.01}]}  # fmt: skip
     assert "| 60.00 / 80.00 |" in _markdown(result)  # not the first seed's 50.00 / 75.00
+    assert "Welch" not in _markdown(result)  # one configuration: nothing to test against
+
+
+def test_sweep_table_tests_the_chosen_configuration_against_the_others():
+    from melius_larq.zoo.sweep import _markdown
+
+    def config(tag, tests):
+        runs = [{"val_curve": [0.9], "test_accuracy": t} for t in tests]
+        return {"tag": tag, "runs": runs, "val_mean": 0.9, "val_std": 0.0, "test_mean": 0.9,
+                "test_std": 0.0}  # fmt: skip
+
+    result = {"recipe": "r", "overrides": [], "seeds": [0, 1, 2], "chosen": "b",
+              "configs": [config("a", [0.04, 0.05, 0.06]), config("b", [0.01, 0.02, 0.03])]}  # fmt: skip
+    # Welch's t-test of [1, 2, 3] against [4, 5, 6] (points): t = -3.67, 4 degrees of freedom
+    assert (
+        "- b − a: -3.00 points of test top-1; Welch's t = -3.67 (ν = 4.0), two-sided p = 0.021."
+        in (_markdown(result))
+    )
 
 
 # ---------------------------------------------------------------- distillation

@@ -47,7 +47,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import statistics
 import sys
 import time
@@ -56,6 +55,7 @@ from pathlib import Path
 
 from melius_larq._io import save_figure, write_text_atomic
 from melius_larq.zoo.recipes import apply_overrides, check_recipe, get_recipe
+from melius_larq.zoo.stats import mean_std, welch_t_test
 
 __all__ = [
     "BNN_RECIPE",
@@ -63,7 +63,6 @@ __all__ = [
     "attribution_arms",
     "main",
     "run",
-    "welch_t_test",
 ]
 
 BNN_RECIPE = "binarynet_fashion_mnist"
@@ -122,69 +121,6 @@ def _slug(name: str) -> str:
     return name.lower().translate(table)
 
 
-# Statistics -------------------------------------------------------------------------------
-def _betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b), by its continued fraction.
-
-    The continued fraction (Numerical Recipes §6.4, evaluated with the modified Lentz
-    method) converges quickly for x < (a + 1) / (a + b + 2); otherwise the symmetry
-    I_x(a, b) = 1 − I_{1−x}(b, a) is used. Accurate to about 1e-12 here.
-    """
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    log_front = a * math.log(x) + b * math.log1p(-x) - math.log(a)
-    log_front -= math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return math.exp(log_front) * h
-
-
-def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Welch's unequal-variances t-test of mean(a) = mean(b), two-sided.
-
-    ``t = (mean a − mean b) / sqrt(s_a²/n_a + s_b²/n_b)`` with the Welch–Satterthwaite degrees
-    of freedom ``ν``; the p-value is ``P(|T_ν| >= |t|) = I_{ν/(ν+t²)}(ν/2, 1/2)`` for Student's
-    t distribution, computed with the regularized incomplete beta function (no SciPy).
-
-    Returns:
-        ``{"difference", "t", "df", "p"}``; ``t``, ``df`` and ``p`` are None when they are
-        undefined (fewer than 2 values in an arm, or no variance in either).
-    """
-    a, b = [float(v) for v in a], [float(v) for v in b]
-    difference = statistics.fmean(a) - statistics.fmean(b)
-    if len(a) < 2 or len(b) < 2:
-        return {"difference": difference, "t": None, "df": None, "p": None}
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0.0:
-        return {"difference": difference, "t": None, "df": None, "p": None}
-    t = difference / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    p = _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return {"difference": difference, "t": t, "df": df, "p": p}
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 # Runs ---------------------------------------------------------------------------------------
 def _history(run_dir: Path) -> dict[str, list[float]]:
     """history.csv as columns (validation accuracy, mean α, near-α fraction, ...)."""
@@ -226,7 +162,7 @@ def _train_or_read(recipe, run_dir: Path, data_dir, verbose) -> dict:
 
 
 def _arm_summary(runs: list[dict]) -> dict:
-    val, test = (_mean_std([r[k] for r in runs]) for k in ("val_accuracy", "test_accuracy"))
+    val, test = (mean_std([r[k] for r in runs]) for k in ("val_accuracy", "test_accuracy"))
     return {"runs": runs, "val_mean": val[0], "val_std": val[1], "test_mean": test[0],
             "test_std": test[1]}  # fmt: skip
 

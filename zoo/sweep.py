@@ -23,6 +23,7 @@ from pathlib import Path
 
 from melius_larq._io import save_figure, write_text_atomic
 from melius_larq.zoo.recipes import apply_overrides, get_recipe
+from melius_larq.zoo.stats import mean_std, welch_t_test
 
 __all__ = ["main", "run_sweep"]
 
@@ -41,10 +42,6 @@ def _tag(config: dict[str, str]) -> str:
     """A configuration's name, also its run directory's (path separators become ``_``)."""
     tag = "_".join(f"{k}={v}" for k, v in config.items()) or "recipe"
     return tag.replace("/", "_").replace("\\", "_")
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def run_sweep(recipe_name, out, *, grid=None, overrides=(), seeds=(0,), data_dir=None,
@@ -83,8 +80,8 @@ def run_sweep(recipe_name, out, *, grid=None, overrides=(), seeds=(0,), data_dir
                          "val_accuracy": metrics["val_accuracy"],
                          "test_accuracy": metrics["test_accuracy"]})  # fmt: skip
             print(json.dumps({"tag": tag, **runs[-1]}), flush=True)
-        val = _mean_std([r["val_accuracy"] for r in runs])
-        test = _mean_std([r["test_accuracy"] for r in runs])
+        val = mean_std([r["val_accuracy"] for r in runs])
+        test = mean_std([r["test_accuracy"] for r in runs])
         configs.append({"tag": tag, "config": combos[len(configs)], "runs": runs,
                         "val_mean": val[0], "val_std": val[1],
                         "test_mean": test[0], "test_std": test[1]})  # fmt: skip
@@ -115,6 +112,19 @@ def _markdown(result: dict) -> str:
             f"| {c['tag']}{mark} | {100 * c['val_mean']:.2f} ± {100 * c['val_std']:.2f} | "
             f"{100 * c['test_mean']:.2f} ± {100 * c['test_std']:.2f} | {curve} |"
         )
+    chosen = next(c for c in result["configs"] if c["tag"] == result["chosen"])
+    tests = []
+    for c in result["configs"]:
+        if c is chosen or min(len(c["runs"]), len(chosen["runs"])) < 2:
+            continue
+        test = welch_t_test([100 * r["test_accuracy"] for r in chosen["runs"]],
+                            [100 * r["test_accuracy"] for r in c["runs"]])  # fmt: skip
+        stats = (f"Welch's t = {test['t']:.2f} (ν = {test['df']:.1f}), two-sided p = "
+                 f"{test['p']:.3f}" if test["t"] is not None else "no variance to test")  # fmt: skip
+        tests.append(f"- {chosen['tag']} − {c['tag']}: {test['difference']:+.2f} points of test "
+                     f"top-1; {stats}.")  # fmt: skip
+    if tests:
+        lines += ["", "Test top-1 of the chosen configuration against each other one:", "", *tests]
     return "\n".join(lines) + "\n"
 
 
