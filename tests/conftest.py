@@ -130,6 +130,20 @@ def tiny_fmnist(tmp_path):
 DEEPEST_MODELS = ("MeliusNet42", "MeliusNet59")
 
 
-def registry_params(names):
-    """``names`` as pytest parameters, the deepest models marked large."""
-    return [pytest.param(n, marks=pytest.mark.large) if n in DEEPEST_MODELS else n for n in names]
+# Per-model tests that run the same code path for every variant and cost 10-20 s per model can
+# run in make test on one model per family: the paper's MeliusNet22, the grouped A/B/C family
+# (channel shuffle, grouped transitions), BinaryDenseNet (dense blocks only) and the demo's
+# MeliusNetTiny; CI (make test-all) runs every model.
+FAMILY_MODELS = ("MeliusNet22", "MeliusNetA", "BinaryDenseNet28", "MeliusNetTiny")
+
+
+def registry_params(names, *, families_only: bool = False):
+    """``names`` as pytest parameters, the deepest models marked large.
+
+    With ``families_only`` every model outside :data:`FAMILY_MODELS` is marked large as well.
+    """
+
+    def large(name):
+        return name in DEEPEST_MODELS or (families_only and name not in FAMILY_MODELS)
+
+    return [pytest.param(n, marks=pytest.mark.large) if large(n) else n for n in names]

@@ -57,8 +57,8 @@ def test_converts_to_one_bconv_per_binary_layer_and_matches_keras(name):
 # Keras agrees with float64 Keras to 6e-7). With alpha a power of two the products are exact
 # in both runtimes, so any remaining difference is a conversion error: a constant on the
 # wrong channel or applied twice moves logits by far more than LCE_LOGIT_RTOL.
-# Three weight draws; CI (make test-all) runs all, make test the first (and not on the
-# deepest models, see conftest.registry_params).
+# Three weight draws and every model; CI (make test-all) runs all, make test the first draw on
+# one model per family (conftest.registry_params).
 BNN_PLUS_DRAWS = [
     0,
     pytest.param(1, marks=pytest.mark.large),
@@ -67,7 +67,7 @@ BNN_PLUS_DRAWS = [
 
 
 @pytest.mark.parametrize("seed", BNN_PLUS_DRAWS)
-@pytest.mark.parametrize("name", registry_params(melius_larq.list_models()))
+@pytest.mark.parametrize("name", registry_params(melius_larq.list_models(), families_only=True))
 def test_bnn_plus_model_matches_keras_with_exact_alpha(name, seed):
     tf.keras.utils.set_random_seed(seed)
     model = melius_larq.create_model(name, input_shape=SMALL_SHAPE, num_classes=SMALL_CLASSES,

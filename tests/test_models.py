@@ -129,7 +129,7 @@ def test_get_config_from_config_round_trip(name):
     )
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", registry_params(MODELS))
 def test_fit_on_random_batches(name):
     """Keras' fit loop (losses, optimizer, BN updates) runs every model. It runs eagerly here:
     tracing a graph-mode train step costs 30-90 s per model; tests/test_zoo.py trains in graph
