@@ -261,6 +261,7 @@ def teacher_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.large  # 30-40 s on 2 cores; CI runs it (make test-all)
 def test_training_with_a_teacher_file_and_resume(tiny_fmnist, teacher_file, tmp_path):
     run = tmp_path / "run"
     recipe = _quick(teacher=str(teacher_file), kd_weight=0.3, kd_temperature=2.0)
