@@ -14,13 +14,15 @@ bottleneck in ``--bottlenecks``, and by plain per-output-channel symmetric round
 in ``--plain-bits`` (``compress_model(..., method="plain")``). b-bit plain rounding has the
 levels and the dense storage cost of CBD with ``J = b - 1``; CBD goes below ``J + 1`` bits only
 where its GF(2) factoring saves bits. CBD has one scale per layer (``m = max|W|``), plain
-rounding one per output channel; a third sweep (``--plain-layer-bits``, plain rounding with one
-scale per layer) separates the two things CBD changes: its gap to per-layer plain rounding is
-what CBD's own grid adds (levels placed by the scale ``a``, the weights above ``a`` in sparse
-factored planes), the gap between the two plain sweeps what per-channel scales add. The x
-axis counts every Conv2D/Dense kernel weight: the stored codes, each layer's float32 constants
-(CBD: ``m`` and ``a``; plain: one scale per output channel or per layer) and the kernels kept
-in float32 (``--exclude``) at 32 bits.
+rounding one per output channel. Two more sweeps cross the two things CBD changes: plain
+rounding with one scale per layer (``--plain-layer-bits``, CBD's granularity) and CBD with one
+scale per output channel (``--cbd-channel-bits``, :func:`compress_cbd_per_channel`, the
+baseline's granularity). At either granularity, CBD's gap to plain rounding is what CBD's own
+grid adds (levels placed by the scale ``a``, the weights above ``a`` in sparse factored
+planes); between the granularities, the gap is what per-channel scales add. The x axis counts
+every Conv2D/Dense kernel weight: the stored codes, each layer's float32 constants (CBD: ``m``
+and ``a``; CBD per-channel: one scale per output channel and ``a``; plain: one scale per
+output channel or per layer) and the kernels kept in float32 (``--exclude``) at 32 bits.
 
 Every choice is made on the validation split (the last 10 % of the training images): each
 compressed model is evaluated there, and the final points of a method are its validation
@@ -62,7 +64,14 @@ import numpy as np
 from melius_larq._compat import tf
 from melius_larq._io import atomic_path, save_figure, write_text_atomic
 from melius_larq._keras_utils import walk_layers
-from melius_larq.cbd import compress_model, compressible_layers
+from melius_larq.cbd import (
+    compress_model,
+    compressible_layers,
+    decompose_matrix,
+    matricize,
+    replace_kernels,
+    unmatricize,
+)
 from melius_larq.zoo.data import load_fashion_mnist, preprocess_fashion_mnist, split_sizes
 
 __all__ = [
@@ -73,6 +82,7 @@ __all__ = [
     "PLAIN_BITS",
     "Budget",
     "build_cnn",
+    "compress_cbd_per_channel",
     "pareto_front",
     "run",
     "train_float",
@@ -281,77 +291,172 @@ def _kernel_weights(model: tf.keras.Model) -> int:
     return sum(int(np.prod(layers[path].kernel.shape)) for path, _ in compressible_layers(model))
 
 
-def _layer_summary(report) -> dict:
-    if report.method == "plain":
-        return {
-            r.name: {
-                "bits_per_weight_with_scales": r.bits_per_weight_with_scales,
-                "rms_error": r.rms_error,
-            }  # fmt: skip
-            for r in report.layers
-        }
+def compress_cbd_per_channel(
+    model: tf.keras.Model, bits: int, bottleneck: float, exclude: Sequence[str] = ()
+) -> tuple[tf.keras.Model, dict]:
+    """CBD with one scale per output channel: CBD given plain rounding's per-channel scales.
+
+    Every output channel of a kernel's CBD matrix (its ``kh`` rows ``(o, y)`` for a Conv2D,
+    its row for a Dense layer) is divided by its own largest ``|w|`` before CBD's composition.
+    The scale search, the planes, the GF(2) factoring and the dense-layer fallback then run
+    unchanged on the normalised matrix (``decompose_matrix`` with ``fallback="layer"``, as
+    ``compress_model`` does), and the reconstruction is multiplied back by the channel scales.
+    The float32 constants are the channel scales and ``a``; ``m`` is 1 after the
+    normalisation and is not stored.
+
+    This is an ablation of the experiment, not a storage format: it answers whether CBD
+    catches up with plain per-channel rounding once it has the same scales. Each channel's
+    largest weight is then at ``R = 1``, above any scale ``a < 1``, so the plane of the
+    weights above ``a`` holds at least one weight in every output channel.
+
+    Args:
+        model: a functional or Sequential float model.
+        bits: J in 1..8.
+        bottleneck: the rank budget ratio in (0, 1].
+        exclude: glob patterns of layers kept in float32.
+
+    Returns:
+        ``(compressed model, summary)``; the summary has the totals (``total_weights``,
+        ``total_bits``, ``total_scale_bits``, ``saved_bits``) and per layer what the
+        experiment records for CBD (see :func:`_summary`).
+    """
+    selected = [
+        path
+        for path, _ in compressible_layers(model)
+        if not any(fnmatch.fnmatchcase(path, pattern) for pattern in exclude)
+    ]
+    layers = dict(walk_layers(model))
+    kernels, records = {}, []
+    for path in selected:
+        kernel = layers[path].kernel.numpy()
+        matrix = matricize(kernel).astype(np.float64)
+        rows_per_channel = kernel.shape[0] if kernel.ndim == 4 else 1
+        channels = matrix.shape[0] // rows_per_channel
+        peak = np.abs(matrix).reshape(channels, -1).max(axis=1)
+        scales = np.where(peak > 0, peak, 1.0).astype(np.float32)
+        row_scales = np.repeat(scales, rows_per_channel)[:, None]
+        cbd = decompose_matrix(matrix / row_scales, bits, bottleneck=bottleneck, name=path)
+        restored = cbd.matrix() * row_scales.astype(np.float32)
+        kernels[path] = np.ascontiguousarray(unmatricize(restored, kernel.shape))
+        records.append(_cbd_record(cbd, bottleneck, scale_bits=FLOAT_BITS * (channels + 1)))
+    compressed = replace_kernels(model, kernels)
+    return compressed, _totals(records)
+
+
+def _cbd_record(cbd, bottleneck: float, scale_bits: int) -> dict:
+    h, w = cbd.shape
+    factored = [p.exponent for p in cbd.planes if p.factored]
+    stored = {p.factored for p in cbd.planes if p.exponent >= 0}
+    payload = cbd.payload_bits()
+    dense = cbd.size * (cbd.bits + 1)
+    ranks = cbd.ranks()
     return {
-        r.name: {
-            "matrix_shape": list(r.matrix_shape),
-            "bits_per_weight": r.bits_per_weight,
-            "a": r.a,
-            "a_s": r.a_s,
-            "ranks": {str(i): n for i, n in r.ranks.items()},
-            "rank_bound": r.rank_bound,
-            "storage": r.storage,
-            "factored_planes": list(r.factored_planes),
-            "factor_bits": r.factor_bits,
-            "saved_bits": r.saved_bits,
-            "saved_bits_per_weight": r.saved_bits / r.weights,
-            "factoring_engaged": r.factoring_engaged,
-            "rms_error": r.rms_error,
-        }
-        for r in report.layers
+        "name": cbd.name,
+        "weights": cbd.size,
+        "payload_bits": payload,
+        "scale_bits": scale_bits,
+        "matrix_shape": [h, w],
+        "bits_per_weight": payload / cbd.size,
+        "a": cbd.a,
+        "a_s": cbd.grid["a_s"],
+        "ranks": {str(i): n for i, n in ranks.items()},
+        "rank_bound": int(np.floor(bottleneck * min(h, w))),
+        "storage": "mixed" if len(stored) == 2 else "factored" if True in stored else "dense",
+        "factored_planes": factored,
+        "factor_bits": sum(p.rank * (h + w) for p in cbd.planes if p.factored),
+        "saved_bits": dense - payload,
+        "saved_bits_per_weight": (dense - payload) / cbd.size,
+        "factoring_engaged": any(ranks.get(i, 0) > 0 for i in factored),
+        "rms_error": cbd.error["rms"],
     }
 
 
-# The sweeps' methods: CBD, plain rounding with one scale per output channel (the baseline)
-# and plain rounding with one scale per layer (CBD's granularity: the ablation that isolates
-# what CBD's factoring adds from what per-channel scales add).
-METHODS = ("cbd", "plain", "plain_layer")
-METHOD_NAMES = {"cbd": "CBD", "plain": "plain per-channel", "plain_layer": "plain per-layer"}
+def _totals(records: Sequence[dict]) -> dict:
+    return {
+        "total_weights": sum(r["weights"] for r in records),
+        "total_bits": sum(r["payload_bits"] for r in records),
+        "total_scale_bits": sum(r["scale_bits"] for r in records),
+        "saved_bits": sum(r.get("saved_bits", 0) for r in records),
+        "layers": {r.pop("name"): r for r in records},
+    }
+
+
+def _summary(report) -> dict:
+    """The totals and the per-layer records of a ``compress_model`` report."""
+    if report.method == "plain":
+        records = [
+            {
+                "name": r.name,
+                "weights": r.weights,
+                "payload_bits": r.payload_bits,
+                "scale_bits": r.scale_bits,
+                "bits_per_weight_with_scales": r.bits_per_weight_with_scales,
+                "rms_error": r.rms_error,
+            }
+            for r in report.layers
+        ]
+    else:
+        records = [
+            _cbd_record(report.decompositions[r.name], report.bottleneck, r.scale_bits)
+            for r in report.layers
+        ]
+    return _totals(records)
+
+
+# The sweeps' methods: CBD, plain rounding with one scale per output channel (the baseline),
+# and two ablations that separate what CBD's grid and factoring add from what per-channel
+# scales add: plain rounding with one scale per layer (CBD's granularity) and CBD with one
+# scale per output channel (the baseline's granularity).
+METHODS = ("cbd", "plain", "plain_layer", "cbd_channel")
+METHOD_NAMES = {"cbd": "CBD", "plain": "plain per-channel", "plain_layer": "plain per-layer",
+                "cbd_channel": "CBD per-channel"}  # fmt: skip
+CBD_METHODS = ("cbd", "cbd_channel")
 
 
 def _compress(model, method: str, bits: int, bottleneck: float | None, exclude):
+    """``(compressed model, summary)`` of one sweep point."""
+    if method == "cbd_channel":
+        return compress_cbd_per_channel(model, bits, bottleneck, exclude)
     if method == "cbd":
-        return compress_model(model, bits=bits, bottleneck=bottleneck, exclude=exclude)
-    granularity = "layer" if method == "plain_layer" else "channel"
-    return compress_model(model, bits=bits, method="plain", granularity=granularity,
-                          exclude=exclude)  # fmt: skip
+        compressed, report = compress_model(
+            model, bits=bits, bottleneck=bottleneck, exclude=exclude
+        )
+    else:
+        granularity = "layer" if method == "plain_layer" else "channel"
+        compressed, report = compress_model(model, bits=bits, method="plain",
+                                            granularity=granularity, exclude=exclude)  # fmt: skip
+    return compressed, _summary(report)
 
 
 def _label(method: str, bits: int, bottleneck: float | None) -> str:
-    if method == "cbd":
-        return f"CBD J={bits}, btn {bottleneck:g}"
+    if method in CBD_METHODS:
+        return f"{METHOD_NAMES[method]} J={bits}, btn {bottleneck:g}"
     return f"{METHOD_NAMES[method]} b={bits}"
 
 
 def _point(model, kernel_weights, method, bits, bottleneck, exclude, validation) -> dict:
     start = time.perf_counter()
-    compressed, report = _compress(model, method, bits, bottleneck, exclude)
+    compressed, summary = _compress(model, method, bits, bottleneck, exclude)
     seconds = time.perf_counter() - start
-    float_kernels = kernel_weights - report.total_weights
-    stored = report.total_bits + report.total_scale_bits + FLOAT_BITS * float_kernels
+    weights, layers = summary["total_weights"], summary["layers"]
+    float_kernels = kernel_weights - weights
+    stored = summary["total_bits"] + summary["total_scale_bits"] + FLOAT_BITS * float_kernels
     return {
         "method": method,
         "bits": bits,
         "bottleneck": bottleneck,
         "label": _label(method, bits, bottleneck),
-        "bits_per_weight": report.bits_per_weight,
-        "bits_per_weight_with_scales": report.bits_per_weight_with_scales,
+        "bits_per_weight": summary["total_bits"] / weights,
+        "bits_per_weight_with_scales": (summary["total_bits"] + summary["total_scale_bits"])
+        / weights,
         "bits_per_weight_all": stored / kernel_weights,
         "val_accuracy": _accuracy(compressed, validation),
-        "saved_bits_per_weight": report.saved_bits / report.total_weights,
-        "layers_a_s_above_0": sum((r.a_s or 0) > 0 for r in report.layers),
-        "layers_factoring_engaged": sum(r.factoring_engaged for r in report.layers),
-        "layers_compressed": len(report.layers),
+        "saved_bits_per_weight": summary["saved_bits"] / weights,
+        "layers_a_s_above_0": sum(r.get("a_s", 0) > 0 for r in layers.values()),
+        "layers_factoring_engaged": sum(r.get("factoring_engaged", False) for r in layers.values()),
+        "layers_compressed": len(layers),
         "compress_seconds": seconds,
-        "layers": _layer_summary(report),
+        "layers": layers,
     }
 
 
@@ -378,11 +483,12 @@ def _plain_at(
     return max(fits, key=lambda p: p[key]) if fits else None
 
 
-def _comparison(points: Sequence[dict], baseline: str = "plain") -> list[dict]:
-    """Each point of CBD's validation front against the best ``baseline`` point (``"plain"``
-    or ``"plain_layer"``) with at most as many bits/weight."""
+def _comparison(points: Sequence[dict], baseline: str = "plain", method: str = "cbd") -> list[dict]:
+    """Each point of the validation front of ``method`` (``"cbd"`` or ``"cbd_channel"``)
+    against the best ``baseline`` point (``"plain"`` or ``"plain_layer"``) with at most as
+    many bits/weight."""
     rows = []
-    for cbd in pareto_front([p for p in points if p["method"] == "cbd"]):
+    for cbd in pareto_front([p for p in points if p["method"] == method]):
         plain = _plain_at(points, cbd["bits_per_weight_all"], "val_accuracy", baseline)
         rows.append(
             {
@@ -411,6 +517,7 @@ def _network(
     exclude,
     verbose: int,
     plain_layer_bits=(),
+    cbd_channel_bits=(),
 ) -> dict:
     model, training = train_float(
         network, runs_dir, budget, data_dir=data_dir, splits=splits, verbose=verbose
@@ -425,6 +532,7 @@ def _network(
     settings = [("cbd", j, btn) for j in cbd_bits for btn in bottlenecks]
     settings += [("plain", b, None) for b in plain_bits]
     settings += [("plain_layer", b, None) for b in plain_layer_bits]
+    settings += [("cbd_channel", j, btn) for j in cbd_channel_bits for btn in bottlenecks]
     points = []
     for method, bits, btn in settings:
         p = _point(model, kernel_weights, method, bits, btn, exclude, validation)
@@ -461,6 +569,7 @@ def _network(
         "final": final,
         "comparison": _comparison(points),
         "comparison_per_layer_scale": _comparison(points, "plain_layer"),
+        "comparison_per_channel_cbd": _comparison(points, "plain", "cbd_channel"),
     }
 
 
@@ -472,11 +581,11 @@ def _plot(networks: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(len(networks), 2, figsize=(11, 4.2 * len(networks)), squeeze=False)
     style = {"cbd": ("tab:blue", "o"), "plain": ("tab:orange", "s"),
-             "plain_layer": ("tab:green", "^")}  # fmt: skip
+             "plain_layer": ("tab:green", "^"), "cbd_channel": ("tab:purple", "D")}  # fmt: skip
     for row, net in zip(axes, networks):
         for ax, split in zip(row, ("val", "test")):
             for method, (color, marker) in style.items():
-                name = METHOD_NAMES[method] + ("" if method == "cbd" else " rounding")
+                name = METHOD_NAMES[method] + ("" if method in CBD_METHODS else " rounding")
                 if not any(p["method"] == method for p in net["points"]):
                     continue
                 if split == "val":
@@ -513,18 +622,18 @@ def _pct(value) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 
 
-def _comparison_table(rows: list[dict], baseline: str) -> list[str]:
+def _comparison_table(rows: list[dict], baseline: str, name: str = "CBD") -> list[str]:
     wins = [c for c in rows if c["plain"] is not None]
     ahead = sum(c["val_difference_pp"] >= 0 for c in wins)
     lines = [
         "",
-        f"### CBD against the best point of {baseline} with at most as many bits (validation)",
+        f"### {name} against the best point of {baseline} with at most as many bits (validation)",
         "",
-        f"CBD is at or above it at {ahead} of the {len(wins)} CBD front points that have such "
-        "a point at or below their bits/weight.",
+        f"{name} is at or above it at {ahead} of the {len(wins)} {name} front points that have "
+        "such a point at or below their bits/weight.",
         "",
-        "| CBD | bits/weight | validation % | baseline | bits/weight | validation % "
-        "| CBD - baseline (pp) |",
+        f"| {name} | bits/weight | validation % | baseline | bits/weight | validation % "
+        f"| {name} - baseline (pp) |",
         "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for c in rows:
@@ -541,6 +650,43 @@ def _comparison_table(rows: list[dict], baseline: str) -> list[str]:
     return lines
 
 
+def _engagement(net: dict, method: str) -> list[str]:
+    """Where the factoring of ``method`` engages: sweep totals and, per layer, the final
+    points."""
+    points = [p for p in net["points"] if p["method"] == method]
+    if not points:
+        return []
+    name = METHOD_NAMES[method]
+    layers = sum(p["layers_compressed"] for p in points)
+    raised = sum(p["layers_a_s_above_0"] for p in points)
+    engaged = sum(p["layers_factoring_engaged"] for p in points)
+    lines = [
+        "",
+        f"### Where the factoring of {name} engages",
+        "",
+        f"Over the whole {name} sweep, {raised} of {layers} compressed layers have a_s > 0 "
+        f"(more than the top plane factored) and {engaged} have a factored plane of rank above "
+        "0. Per layer of each final point (ranks of the planes i >= 0 with the budget; saved = "
+        "bits/weight saved against storing all J+1 planes densely; an empty top plane saves a "
+        "whole plane but carries no information):",
+        "",
+        "| point | layer | matrix | a | a_s | ranks (budget) | storage | saved bits/w |",
+        "| --- | --- | --- | ---: | ---: | --- | --- | ---: |",
+    ]
+    labels = {p["label"] for p in net["final"] if p["method"] == method}
+    for p in points:
+        if p["label"] not in labels:
+            continue
+        for layer, r in p["layers"].items():
+            ranks = " ".join(f"{i}:{n}" for i, n in r["ranks"].items())
+            lines.append(
+                f"| {p['label']} | {layer} | {r['matrix_shape'][0]}x{r['matrix_shape'][1]} "
+                f"| {r['a']:.4g} | {r['a_s']} | {ranks} ({r['rank_bound']}) "
+                f"| {r['storage']} | {r['saved_bits_per_weight']:.3f} |"
+            )
+    return lines
+
+
 def markdown(result: dict) -> str:
     """The results as Markdown: per network the final points, the CBD-against-plain table,
     where factoring engages, and every sweep point."""
@@ -548,9 +694,10 @@ def markdown(result: dict) -> str:
         "# CBD against plain rounding on Fashion-MNIST",
         "",
         "bits/weight counts every Conv2D/Dense kernel weight: codes, float32 constants (CBD: m "
-        "and a per layer; plain per-channel: one scale per output channel; plain per-layer: "
-        "one scale per layer) and kernels kept in float32 at 32 bits. Choices are made on the validation split (the last 10 % of the training "
-        "images); the test set is evaluated once per final point.",
+        "and a per layer; CBD per-channel: one scale per output channel and a; plain "
+        "per-channel: one scale per output channel; plain per-layer: one scale per layer) and "
+        "kernels kept in float32 at 32 bits. Choices are made on the validation split (the "
+        "last 10 % of the training images); the test set is evaluated once per final point.",
     ]
     for net in result["networks"]:
         t = net["training"]
@@ -588,34 +735,17 @@ def markdown(result: dict) -> str:
                 "plain rounding with one scale per layer (CBD's granularity: the difference is "
                 "what CBD's grid and factored planes add)",
             )
-        cbd_points = [p for p in net["points"] if p["method"] == "cbd"]
-        layers = sum(p["layers_compressed"] for p in cbd_points)
-        raised = sum(p["layers_a_s_above_0"] for p in cbd_points)
-        engaged = sum(p["layers_factoring_engaged"] for p in cbd_points)
-        lines += [
-            "",
-            "### Where CBD's factoring engages",
-            "",
-            f"Over the whole CBD sweep, {raised} of {layers} compressed layers have a_s > 0 (more "
-            f"than the top plane factored) and {engaged} have a factored plane of rank above 0. "
-            "Per layer of each final CBD point (ranks of the planes i >= 0 with the budget; "
-            "saved = bits/weight saved against storing all J+1 planes densely; an empty top "
-            "plane saves a whole plane but carries no information):",
-            "",
-            "| point | layer | matrix | a | a_s | ranks (budget) | storage | saved bits/w |",
-            "| --- | --- | --- | ---: | ---: | --- | --- | ---: |",
-        ]
-        labels = {p["label"] for p in net["final"] if p["method"] == "cbd"}
-        for p in cbd_points:
-            if p["label"] not in labels:
-                continue
-            for name, r in p["layers"].items():
-                ranks = " ".join(f"{i}:{n}" for i, n in r["ranks"].items())
-                lines.append(
-                    f"| {p['label']} | {name} | {r['matrix_shape'][0]}x{r['matrix_shape'][1]} "
-                    f"| {r['a']:.4g} | {r['a_s']} | {ranks} ({r['rank_bound']}) "
-                    f"| {r['storage']} | {r['saved_bits_per_weight']:.3f} |"
-                )
+        if net.get("comparison_per_channel_cbd") and any(
+            p["method"] == "cbd_channel" for p in net["points"]
+        ):
+            lines += _comparison_table(
+                net["comparison_per_channel_cbd"],
+                "plain rounding (one scale per output channel; both with the same scales: the "
+                "difference is what CBD's grid and factored planes add at that granularity)",
+                METHOD_NAMES["cbd_channel"],
+            )
+        for method in CBD_METHODS:
+            lines += _engagement(net, method)
         lines += [
             "",
             "### Every point",
@@ -643,6 +773,7 @@ def run(
     plain_bits: Sequence[int] = PLAIN_BITS,
     bottlenecks: Sequence[float] = BOTTLENECKS,
     plain_layer_bits: Sequence[int] = PLAIN_BITS,
+    cbd_channel_bits: Sequence[int] = CBD_BITS,
     exclude: Sequence[str] = (),
     data_dir: str | None = None,
     eval_limit: int | None = None,
@@ -661,6 +792,9 @@ def run(
         bottlenecks: the CBD bottlenecks, in (0, 1].
         plain_layer_bits: the b of the plain sweep with one scale per layer (2..8), CBD's
             granularity; empty to skip that ablation.
+        cbd_channel_bits: the J of CBD with one scale per output channel
+            (:func:`compress_cbd_per_channel`, the plain baseline's granularity) at every
+            bottleneck; empty to skip that ablation.
         exclude: glob patterns of layers kept in float32 by both methods (counted at 32
             bits); a pattern applies to the networks that have a matching layer (for example
             ``conv1_1`` for ``vgg``, ``stem_conv`` for ``resnet18``).
@@ -675,10 +809,11 @@ def run(
     unknown = [n for n in networks if n not in NETWORKS]
     if unknown or not networks:
         raise ValueError(f"Expected networks from {NETWORKS}, but got {list(networks)!r}.")
-    if not (cbd_bits and bottlenecks) and not plain_bits and not plain_layer_bits:
+    cbd_sweep = bool((cbd_bits or cbd_channel_bits) and bottlenecks)
+    if not cbd_sweep and not plain_bits and not plain_layer_bits:
         raise ValueError("Nothing to sweep: give CBD bits and bottlenecks or plain bits.")
     probe = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(2)])
-    for j in cbd_bits:  # bad settings fail here, not after hours of training
+    for j in (*cbd_bits, *cbd_channel_bits):  # bad settings fail here, not after training
         for btn in bottlenecks:
             compress_model(probe, bits=j, bottleneck=btn)
     for b in (*plain_bits, *plain_layer_bits):
@@ -700,6 +835,7 @@ def run(
                 exclude=exclude,
                 verbose=verbose,
                 plain_layer_bits=plain_layer_bits,
+                cbd_channel_bits=cbd_channel_bits,
             )
         )
     result = {
@@ -710,6 +846,7 @@ def run(
         "cbd_bits": list(cbd_bits),
         "plain_bits": list(plain_bits),
         "plain_layer_bits": list(plain_layer_bits),
+        "cbd_channel_bits": list(cbd_channel_bits),
         "bottlenecks": list(bottlenecks),
         "exclude": list(exclude),
         "reference": {"bits_per_weight": REFERENCE_BITS, "test_drop_pp": REFERENCE_DROP_PP},
@@ -727,13 +864,13 @@ def run(
 SMOKE = {
     "vgg_epochs": 1, "resnet_epochs": 1, "resnet_width": 0.125, "batch_size": 32,
     "train_limit": 256, "eval_limit": 200, "cbd_bits": [4], "plain_bits": [4, 5],
-    "bottlenecks": [0.1], "plain_layer_bits": [4],
+    "bottlenecks": [0.1], "plain_layer_bits": [4], "cbd_channel_bits": [4],
 }  # fmt: skip
 DEFAULTS = {
     "vgg_epochs": 15, "resnet_epochs": 15, "resnet_width": 1.0, "batch_size": 128,
     "train_limit": None, "eval_limit": None, "cbd_bits": list(CBD_BITS),
     "plain_bits": list(PLAIN_BITS), "bottlenecks": list(BOTTLENECKS),
-    "plain_layer_bits": list(PLAIN_BITS),
+    "plain_layer_bits": list(PLAIN_BITS), "cbd_channel_bits": list(CBD_BITS),
 }  # fmt: skip
 
 
@@ -763,6 +900,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="B",
         help="b of the plain sweep with one scale per layer, CBD's granularity (default "
         f"{' '.join(map(str, PLAIN_BITS))}; none to skip)",
+    )
+    parser.add_argument(
+        "--cbd-channel-bits",
+        type=int,
+        nargs="*",
+        metavar="J",
+        help="J of CBD with one scale per output channel, the baseline's granularity (default "
+        f"{' '.join(map(str, CBD_BITS))}; none to skip)",
     )
     parser.add_argument(
         "--bottlenecks",
@@ -812,6 +957,7 @@ def main(argv: list[str] | None = None) -> int:
             args.results, args.runs, networks=args.networks, budgets=budgets,
             cbd_bits=opt["cbd_bits"], plain_bits=opt["plain_bits"],
             plain_layer_bits=opt["plain_layer_bits"],
+            cbd_channel_bits=opt["cbd_channel_bits"],
             bottlenecks=opt["bottlenecks"], exclude=args.exclude, data_dir=args.data_dir,
             eval_limit=opt["eval_limit"], verbose=args.verbose,
         )  # fmt: skip
