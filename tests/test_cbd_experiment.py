@@ -50,7 +50,7 @@ def test_cbd_per_channel_scales_every_output_channel_and_counts_its_scales():
     bits, bottleneck = 3, 0.5
     compressed, summary = compress_cbd_per_channel(model, bits, bottleneck)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))  # untouched
-    per_layer, _ = compress_model(model, bits=bits, bottleneck=bottleneck)
+    _, per_layer = compress_model(model, bits=bits, bottleneck=bottleneck)
     for name in ("conv", "fc"):
         kernel = model.get_layer(name).kernel.numpy()
         restored = compressed.get_layer(name).kernel.numpy()
