@@ -122,9 +122,63 @@ def test_sweep_chooses_on_validation_and_reuses_finished_runs(tiny_fmnist, tmp_p
 
     monkeypatch.setattr(train_mod, "train", no_training)
     assert run_sweep("meliusnettiny_fashion_mnist", tmp_path / "sweep", **kw) == result
+    # the run directories are named after the grid only: other --set values must not reuse them
+    other = {**kw, "overrides": ["epochs=2", "batch_size=16"]}
+    with pytest.raises(ValueError, match=r"seed_0' holds a run with other settings \(epochs\)"):
+        run_sweep("meliusnettiny_fashion_mnist", tmp_path / "sweep", **other)
     with pytest.raises(ValueError, match="learning_rate"):
         run_sweep("meliusnettiny_fashion_mnist", tmp_path / "x",
                   grid={"learning_rate": ["fast"]})  # fmt: skip
+    # arms are named like grid configurations, so they read the same runs back
+    arms = [{"learning_rate": "0.01"}, {"learning_rate": "0.001"}]
+    compared = run_sweep("meliusnettiny_fashion_mnist", tmp_path / "sweep",
+                         **{**kw, "grid": None}, arms=arms)  # fmt: skip
+    assert (compared["reference"], compared["chosen"]) == ("learning_rate=0.01", None)
+    by_tag = {c["tag"]: c for c in result["configs"]}
+    assert [c["test_mean"] for c in compared["configs"]] == [
+        by_tag["learning_rate=0.01"]["test_mean"], by_tag["learning_rate=0.001"]["test_mean"]
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"grid": {"epochs": ["1"]}, "arms": [{"epochs": "1"}]}, "either a grid or arms"),
+        ({"arms": [{"epochs": "1"}, {"epochs": "1"}]}, r"no arm twice, but got \['epochs=1', "),
+        ({"arms": []}, "at least one arm"),
+        ({"arms": [{"epochs": "many"}]}, "epochs"),
+    ],
+)
+def test_sweep_refuses_bad_arms_before_training(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_sweep("meliusnettiny_fashion_mnist", tmp_path / "runs", **kwargs)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_command_line_parses_arms(tmp_path, capsys):
+    from melius_larq.zoo.sweep import main
+
+    assert main(["meliusnettiny_fashion_mnist", "--out", str(tmp_path), "--arm",
+                 "epochs"]) == 2  # fmt: skip
+    assert "Expected --arm KEY=VALUE [KEY=VALUE ...], but got 'epochs'" in capsys.readouterr().err
+
+
+def test_sweep_table_of_arms_tests_each_arm_against_the_reference():
+    from melius_larq.zoo.sweep import _markdown
+
+    def config(tag, tests):
+        runs = [{"val_curve": [0.9], "test_accuracy": t} for t in tests]
+        return {"tag": tag, "runs": runs, "val_mean": 0.9, "val_std": 0.0, "test_mean": 0.9,
+                "test_std": 0.0}  # fmt: skip
+
+    result = {"recipe": "r", "overrides": [], "seeds": [0, 1, 2], "chosen": None,
+              "reference": "ref", "configs": [config("ref", [0.04, 0.05, 0.06]),
+                                              config("arm", [0.01, 0.02, 0.03])]}  # fmt: skip
+    text = _markdown(result)
+    assert "Arms compared with the first, **ref**; nothing is chosen." in text
+    assert "Chosen" not in text and "| ref (reference) |" in text
+    # arm - reference: [1, 2, 3] against [4, 5, 6] points, t = -3.67 with 4 degrees of freedom
+    assert "- arm − ref: -3.00 points of test top-1; Welch's t = -3.67 (ν = 4.0)" in text
 
 
 def test_sweep_table_shows_the_mean_validation_curve_over_seeds():

@@ -263,7 +263,7 @@ def check_run_settings(recipe: Recipe, run_dir) -> None:
     if changed:
         raise ValueError(
             f"{str(run_dir)!r} holds a run with other settings ({', '.join(changed)}); "
-            "pass another --runs directory."
+            "write the runs to another directory."
         )
 
 
