@@ -316,9 +316,10 @@ def compress_cbd_per_channel(
         exclude: glob patterns of layers kept in float32.
 
     Returns:
-        ``(compressed model, summary)``; the summary has the totals (``total_weights``,
-        ``total_bits``, ``total_scale_bits``, ``saved_bits``) and per layer what the
-        experiment records for CBD (see :func:`_summary`).
+        ``(compressed model, summary)``. The summary has the totals (``total_weights``,
+        ``total_bits``, ``total_scale_bits``, ``saved_bits``) and, under ``layers``, per layer
+        what the experiment records for CBD: the bit counts, ``a`` and ``a_s``, the plane
+        ranks and their budget, the storage, the factor bits and savings, and the rms error.
     """
     selected = [
         path
