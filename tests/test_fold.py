@@ -32,7 +32,8 @@ def _trained_like(name, shape, **kwargs):
     "name, shape, kwargs",
     [
         ("MeliusNetTiny", (28, 28, 1), {"stem": "small"}),
-        ("BinaryDenseNet28", (32, 32, 3), {}),
+        # the BinaryDenseNet family (one fold per block) runs with the large tests
+        pytest.param("BinaryDenseNet28", (32, 32, 3), {}, marks=pytest.mark.large),
     ],
 )
 def test_fold_keeps_the_function_in_keras_and_lce(name, shape, kwargs):

@@ -396,6 +396,7 @@ def test_demo_resumes_only_an_interrupted_run_of_its_recipe(tmp_path, capsys):
     assert not run.exists() and "finished" in capsys.readouterr().out
 
 
+@pytest.mark.large  # train, convert, verify, int8 and plot (25-30 s); CI's make test-all runs it
 def test_demo_runs_end_to_end_on_a_tiny_dataset(tiny_fmnist, tmp_path):
     """The whole `make demo` path (train, convert, verify, benchmark, report) on 64 images."""
     from melius_larq.cli.demo import run_demo

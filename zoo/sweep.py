@@ -103,8 +103,8 @@ def run_sweep(recipe_name, out, *, grid=None, overrides=(), seeds=(0,), data_dir
     else:
         combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     recipes = {_tag(c): apply_overrides(base, c) for c in combos}  # type checks up front
-    # A run directory is named after its grid values only: before anything trains, refuse
-    # one that holds a run with other settings (another --set or recipe).
+    # A run directory is named after its configuration and seed only: before anything trains,
+    # refuse one that holds a run with other settings (another --set or recipe).
     for tag, recipe in recipes.items():
         for seed in seeds:
             check_run_settings(apply_overrides(recipe, {"seed": seed}),
