@@ -688,6 +688,18 @@ def _engagement(net: dict, method: str) -> list[str]:
     return lines
 
 
+# The ablations' comparison tables: result key, the sweep that must have run, the baseline
+# as the table names it, and the compared method's name.
+ABLATION_TABLES = (
+    ("comparison_per_layer_scale", "plain_layer",
+     "plain rounding with one scale per layer (CBD's granularity: the difference is what "
+     "CBD's grid and factored planes add)", "CBD"),
+    ("comparison_per_channel_cbd", "cbd_channel",
+     "plain rounding (one scale per output channel; both with the same scales: the difference "
+     "is what CBD's grid and factored planes add at that granularity)", "CBD per-channel"),
+)  # fmt: skip
+
+
 def markdown(result: dict) -> str:
     """The results as Markdown: per network the final points, the CBD-against-plain table,
     where factoring engages, and every sweep point."""
@@ -728,23 +740,9 @@ def markdown(result: dict) -> str:
         lines += _comparison_table(
             net["comparison"], "plain rounding (one scale per output channel)"
         )
-        if net.get("comparison_per_layer_scale") and any(
-            p["method"] == "plain_layer" for p in net["points"]
-        ):
-            lines += _comparison_table(
-                net["comparison_per_layer_scale"],
-                "plain rounding with one scale per layer (CBD's granularity: the difference is "
-                "what CBD's grid and factored planes add)",
-            )
-        if net.get("comparison_per_channel_cbd") and any(
-            p["method"] == "cbd_channel" for p in net["points"]
-        ):
-            lines += _comparison_table(
-                net["comparison_per_channel_cbd"],
-                "plain rounding (one scale per output channel; both with the same scales: the "
-                "difference is what CBD's grid and factored planes add at that granularity)",
-                METHOD_NAMES["cbd_channel"],
-            )
+        for key, method, baseline, name in ABLATION_TABLES:
+            if net.get(key) and any(p["method"] == method for p in net["points"]):
+                lines += _comparison_table(net[key], baseline, name)
         for method in CBD_METHODS:
             lines += _engagement(net, method)
         lines += [
