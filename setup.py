@@ -18,9 +18,32 @@ def _packages():
     return packages
 
 
-def _requirements(name):
-    lines = Path(__file__).with_name(name).read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith(("#", "-r"))]
+# What the library needs, as ranges: ``pip install melius_larq`` keeps a user's own versions
+# inside them. ``requirements.txt`` pins one tested point of these ranges for ``make setup``.
+# Larq Compute Engine 0.16 is built against TensorFlow 2.16 (its converter links TensorFlow's
+# MLIR), so the stack is held on the TensorFlow 2.16 line; tf-keras 2.16 itself requires the
+# ``tensorflow`` distribution (not ``tensorflow-cpu``), see README.md "Install".
+INSTALL_REQUIRES = [
+    "tensorflow>=2.16.1,<2.17",
+    "tf-keras>=2.16.0,<2.17",
+    "larq>=0.14.0,<0.15",
+    "larq-compute-engine>=0.16.0,<0.17",
+    "numpy>=1.26.0,<2",
+    "h5py>=3.10.0",
+    "flatbuffers>=23.5.26",
+    "tqdm>=4.60.0",
+    "pillow>=9.3.0",
+]
+
+# Optional parts: the library imports these only where they are used and otherwise names
+# the extra to install (melius_larq/_optional.py).
+EXTRAS = {
+    "plots": ["matplotlib>=3.8.0"],
+    "datasets": ["tensorflow-datasets>=4.8.3"],
+    # larq-zoo is a benchmark peer only (``make bench``); it needs protobuf < 3.21.
+    "zoo": ["larq-zoo>=2.4.0,<2.5", "protobuf>=3.20.3,<3.21"],
+}
+EXTRAS["all"] = EXTRAS["plots"] + EXTRAS["datasets"]
 
 
 setup(
@@ -40,12 +63,10 @@ setup(
     package_dir={"melius_larq.zoo": "zoo", "melius_larq.deploy": "deploy"},
     package_data={"melius_larq": ["py.typed"]},
     python_requires=">=3.10,<3.13",
-    install_requires=_requirements("requirements.txt"),
-    extras_require={
-        "test": _requirements("requirements-test.txt"),
-        "zoo": ["larq-zoo==2.4.0", "protobuf==3.20.3"],
-    },
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
     entry_points={"console_scripts": ["melius-larq=melius_larq.cli:main"]},
     license="Apache-2.0",
+    license_files=["LICENSE"],
     classifiers=["Programming Language :: Python :: 3.11"],
 )

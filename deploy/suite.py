@@ -28,6 +28,7 @@ import numpy as np
 import melius_larq
 from melius_larq._compat import tf
 from melius_larq._io import save_figure
+from melius_larq._optional import pyplot
 from melius_larq.deploy.bench import (
     benchmark_alternating,
     benchmark_lce,
@@ -279,10 +280,7 @@ def format_suite(result: dict) -> str:
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The benchmark suite's plot")
 
     one = [r for r in result["rows"] if r["threads"] == 1]
     fig, ax = plt.subplots(figsize=(9, 4))

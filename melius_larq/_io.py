@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from melius_larq._optional import import_optional
+
 __all__ = ["atomic_path", "save_figure", "write_atomic", "write_text_atomic"]
 
 
@@ -82,8 +84,7 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> Path:
     Raises:
         OSError: naming the path when its directory does not exist.
     """
-    import matplotlib.pyplot as plt
-
+    plt = import_optional("matplotlib.pyplot", "Saving a figure")
     path = Path(path)
     try:
         with atomic_path(path) as tmp:

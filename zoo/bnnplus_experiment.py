@@ -54,6 +54,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from melius_larq._io import save_figure, write_text_atomic
+from melius_larq._optional import pyplot
 from melius_larq.zoo.recipes import apply_overrides, check_recipe, get_recipe
 from melius_larq.zoo.stats import mean_std, welch_t_test
 
@@ -389,10 +390,7 @@ def markdown(result: dict) -> str:
 
 
 def _plot_accuracy(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The BNN+ experiment's accuracy plot")
 
     steps = [k for k in ("step1", "step2", "step3") if k in result]
     fig, axes = plt.subplots(1, len(steps), figsize=(5.5 * len(steps), 4.2), squeeze=False)
@@ -420,10 +418,7 @@ def _plot_accuracy(result: dict, path: Path) -> None:
 
 
 def _plot_alpha(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The BNN+ experiment's alpha plot")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     drawn = 0

@@ -64,6 +64,7 @@ import numpy as np
 from melius_larq._compat import tf
 from melius_larq._io import atomic_path, save_figure, write_text_atomic
 from melius_larq._keras_utils import walk_layers
+from melius_larq._optional import pyplot
 from melius_larq.cbd import (
     compress_model,
     compressible_layers,
@@ -575,10 +576,7 @@ def _network(
 
 
 def _plot(networks: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The CBD experiment's plot")
 
     fig, axes = plt.subplots(len(networks), 2, figsize=(11, 4.2 * len(networks)), squeeze=False)
     style = {"cbd": ("tab:blue", "o"), "plain": ("tab:orange", "s"),

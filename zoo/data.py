@@ -14,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from melius_larq._optional import import_optional
+
 __all__ = [
     "INPUT_DATASETS",
     "DEBIAN_FASHION_MNIST",
     "DataError",
     "fashion_mnist_files",
+    "import_tfds",
     "load_fashion_mnist",
     "read_idx",
     "split_sizes",
@@ -33,7 +36,8 @@ _IDX_UBYTE = 0x08  # IDX type code for unsigned bytes; the only one Fashion-MNIS
 HOW_TO_GET = (
     "Install the Debian package (sudo apt-get install dataset-fashion-mnist), pass "
     "--data-dir pointing at the four IDX files (train/t10k images/labels, .gz or not), or "
-    "let tensorflow-datasets download 'fashion_mnist' on a machine that is online."
+    "let tensorflow-datasets (pip install 'melius_larq[datasets]') download 'fashion_mnist' "
+    "on a machine that is online."
 )
 
 
@@ -43,6 +47,18 @@ INPUT_DATASETS = ("fashion_mnist", "cifar10")
 
 class DataError(ValueError):
     """A dataset is missing, corrupt or truncated."""
+
+
+def import_tfds(purpose: str):
+    """The ``tensorflow_datasets`` module, an optional dependency.
+
+    Raises:
+        DataError: naming ``pip install 'melius_larq[datasets]'`` when it is not installed.
+    """
+    try:
+        return import_optional("tensorflow_datasets", purpose)
+    except ImportError as err:
+        raise DataError(str(err)) from err
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -204,9 +220,8 @@ def dataset_inputs(
     elif name == "cifar10":
         from melius_larq.zoo.pipeline import CIFAR_MEAN, CIFAR_STD
 
+        tfds = import_tfds("CIFAR-10")
         try:
-            import tensorflow_datasets as tfds
-
             ds = tfds.load(
                 "cifar10", split=split, batch_size=-1, as_supervised=True, data_dir=data_dir
             )

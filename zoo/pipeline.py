@@ -5,6 +5,7 @@ from __future__ import annotations
 from melius_larq._compat import tf
 from melius_larq.zoo.data import (
     DataError,
+    import_tfds,
     load_fashion_mnist,
     preprocess_fashion_mnist,
     split_sizes,
@@ -68,9 +69,8 @@ def _fashion_mnist(split, data_dir, limit, validation_fraction):
 def _tfds(name, split, data_dir, validation_fraction, test_split="test", **kwargs):
     """A TFDS dataset split: the training part, the held-out validation slice (the last
     ``validation_fraction`` of ``train``) or the test split, and its size."""
+    tfds = import_tfds(name)
     try:
-        import tensorflow_datasets as tfds
-
         builder = tfds.builder(name, data_dir=data_dir)
         builder.download_and_prepare(**kwargs)
         if split == "test":

@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from melius_larq._io import save_figure, write_text_atomic
+from melius_larq._optional import pyplot
 from melius_larq.zoo.recipes import apply_overrides, get_recipe
 from melius_larq.zoo.stats import mean_std, welch_t_test
 
@@ -188,10 +189,7 @@ def _markdown(result: dict) -> str:
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The sweep's plot")
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for c in result["configs"]:

@@ -60,6 +60,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from melius_larq._optional import pyplot
 from melius_larq.models import VARIANTS, VariantSpec
 from melius_larq.zoo.recipes import apply_overrides, check_recipe, get_recipe
 
@@ -713,10 +714,7 @@ PLOTS = {
 
 def plot(result: dict, directory: Path) -> None:
     """Writes the three plots of :data:`PLOTS` (test top-1 against x, one line per family)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The MeliusNet vs MobileNet plots")
 
     from melius_larq._io import save_figure
 
