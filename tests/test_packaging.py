@@ -10,6 +10,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from melius_larq._optional import EXTRAS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,20 +118,10 @@ def test_wheel_installs_one_name(wheel):
     assert expected <= set(names)
 
 
-def test_wheel_works_outside_the_checkout_beside_foreign_deploy_and_zoo(wheel, tmp_path):
-    """Installed without dependencies into a directory, run from a directory whose own
-    ``deploy`` and ``zoo`` packages would break any import of those top-level names."""
-    site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
-    work = tmp_path / "work"
-    for name in ("deploy", "zoo"):
-        (work / name).mkdir(parents=True)
-        (work / name / "__init__.py").write_text(f"raise ImportError('the user\\'s own {name}')\n")
-    env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    script = """
+# Run by the installed package from a working directory whose own ``deploy`` and ``zoo``
+# packages would break any import of those top-level names: imports every module, builds
+# MeliusNet22 and converts a small model with LCE.
+SMOKE_SCRIPT = """
 import importlib, pkgutil, sys
 import melius_larq
 assert melius_larq.__file__.startswith(sys.argv[1]), melius_larq.__file__
@@ -145,19 +139,45 @@ ops = op_inventory(convert_model(melius_larq.MeliusNetTiny(input_shape=(28, 28, 
 assert ops["LceBconv2d"] > 0, ops
 print("converted", dict(ops))
 """
+
+
+def _foreign_workdir(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    for name in ("deploy", "zoo"):
+        (work / name).mkdir(parents=True)
+        (work / name / "__init__.py").write_text(f"raise ImportError('the user\\'s own {name}')\n")
+    return work
+
+
+def _smoke(python, prefix: Path, work: Path, env: dict) -> None:
+    """Runs SMOKE_SCRIPT and ``python -m melius_larq list`` with ``python``, whose
+    ``melius_larq`` must come from below ``prefix``."""
     result = subprocess.run(
-        [sys.executable, "-c", script, str(site)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+        [str(python), "-c", SMOKE_SCRIPT, str(prefix)],
+        cwd=work, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     in_checkout = [n for n, _ in _modules() if n != "melius_larq" and not n.endswith("__main__")]
     assert f"\n{len(in_checkout)} modules\n" in f"\n{result.stdout}"
     listed = subprocess.run(
-        [sys.executable, "-m", "melius_larq", "list"],
+        [str(python), "-m", "melius_larq", "list"],
         cwd=work, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert "MeliusNet22" in listed.stdout.split()
+
+
+def test_wheel_works_outside_the_checkout_beside_foreign_deploy_and_zoo(wheel, tmp_path):
+    """Installed without dependencies into a directory, run from a directory whose own
+    ``deploy`` and ``zoo`` packages would break any import of those top-level names."""
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    work = _foreign_workdir(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    _smoke(sys.executable, site, work, env)
     script_path = site / "bin" / "melius-larq"
     assert script_path.is_file()
     console = subprocess.run(
@@ -165,3 +185,156 @@ print("converted", dict(ops))
         cwd=work, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert console.returncode == 0 and console.stdout.split() == ["MeliusNetTiny"], console.stderr
+
+
+# --- Dependencies: ranges in the wheel's metadata, exact pins in requirements.txt ---------
+
+
+def _metadata(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as z:
+        (name,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        return z.read(name).decode().splitlines()
+
+
+def _requires(wheel: Path, extra: str = "") -> list[Requirement]:
+    """The Requires-Dist entries of the plain install (``extra=""``) or of one extra only."""
+    reqs = [Requirement(ln.split(":", 1)[1]) for ln in _metadata(wheel)
+            if ln.startswith("Requires-Dist:")]  # fmt: skip
+    plain = [r for r in reqs if not r.marker or r.marker.evaluate({"extra": ""})]
+    if not extra:
+        return plain
+    return [r for r in reqs if r not in plain and r.marker.evaluate({"extra": extra})]
+
+
+def _pins(path: Path = ROOT / "requirements.txt") -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def _lower_bound(req: Requirement) -> str:
+    """The lowest version ``req`` allows, from its one ``>=`` (or ``==``) clause."""
+    lows = [s.version for s in req.specifier if s.operator in (">=", "==")]
+    assert len(lows) == 1, f"{req}: a range needs exactly one lower bound (>= or ==)"
+    assert req.specifier.contains(lows[0]), f"{req}: its lower bound {lows[0]} is excluded"
+    return lows[0]
+
+
+def test_metadata_declares_ranges_that_hold_the_pinned_stack(wheel):
+    """Every requirement of the plain install and of the extras is a range with a lower bound
+    (no exact pins), and ``requirements.txt`` pins each to a version inside its range."""
+    pins = _pins()
+    extras = [ln.split(":", 1)[1].strip() for ln in _metadata(wheel)
+              if ln.startswith("Provides-Extra:")]  # fmt: skip
+    assert {"plots", "datasets"} <= set(extras)
+    for extra in ["", "plots", "datasets"]:
+        for req in _requires(wheel, extra):
+            assert not any(s.operator == "==" for s in req.specifier), f"{req} is a pin"
+            _lower_bound(req)
+            name = canonicalize_name(req.name)
+            assert name in pins, f"requirements.txt does not pin {req.name}"
+            assert req.specifier.contains(pins[name]), f"pin {name}=={pins[name]} not in {req}"
+    tf_req = {canonicalize_name(r.name): r for r in _requires(wheel)}["tensorflow"]
+    assert tf_req.specifier.contains("2.16.1") and not tf_req.specifier.contains("2.17.0")
+
+
+def test_plots_and_datasets_are_extras_named_by_the_errors(wheel):
+    plain = {canonicalize_name(r.name) for r in _requires(wheel)}
+    for distribution, extra in EXTRAS.values():
+        assert canonicalize_name(distribution) not in plain, f"{distribution} is not optional"
+        names = {canonicalize_name(r.name) for r in _requires(wheel, extra)}
+        assert canonicalize_name(distribution) in names, f"extra {extra!r} lacks {distribution}"
+
+
+def test_the_library_imports_and_lists_without_the_extras():
+    """Every module imports, and ``list`` runs, with matplotlib and tensorflow-datasets
+    unimportable; the functions that need them name the extra to install."""
+    script = f"""
+import importlib, pkgutil, sys
+for blocked in {sorted(EXTRAS)!r}:
+    sys.modules[blocked] = None  # makes `import blocked` raise ImportError
+import melius_larq
+for m in pkgutil.walk_packages(melius_larq.__path__, "melius_larq."):
+    if not m.name.endswith("__main__"):
+        importlib.import_module(m.name)
+from melius_larq._optional import pyplot
+from melius_larq.zoo.data import DataError, import_tfds
+for call, extra, error in ((pyplot, "plots", ImportError), (import_tfds, "datasets", DataError)):
+    try:
+        call("This check")
+    except error as err:
+        assert f"pip install 'melius_larq[{{extra}}]'" in str(err), err
+        assert str(err).startswith("This check needs "), err
+    else:
+        raise AssertionError(f"{{call.__name__}} did not fail")
+sys.argv = ["melius-larq", "list", "MeliusNetTiny"]
+from melius_larq.cli import main
+main()
+"""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["MeliusNetTiny"], result.stdout
+
+
+def test_wheel_ships_the_license(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        licenses = [n for n in z.namelist() if ".dist-info/" in n and "LICENSE" in n]
+        assert licenses, "the wheel has no LICENSE file"
+        assert z.read(licenses[0]).decode() == (ROOT / "LICENSE").read_text()
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
+    assert "License: Apache-2.0" in _metadata(wheel)
+
+
+# pip's messages when the index cannot be reached (then the test skips, except in CI).
+_OFFLINE = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
+            "Max retries exceeded")  # fmt: skip
+
+
+@pytest.mark.large
+def test_wheel_installs_with_its_lowest_dependencies_in_a_fresh_environment(wheel, tmp_path):
+    """``pip install`` of the wheel into a new virtual environment, its dependencies resolved
+    from the metadata with each requirement held at its lower bound (a constraints file:
+    pip has no lowest-version resolution); downloads come from the package index (pip's cache
+    is used). The installed package then lists, builds and converts without the extras."""
+    bounds = {canonicalize_name(r.name): _lower_bound(r) for r in _requires(wheel)}
+    constraints = tmp_path / "lowest.txt"
+    constraints.write_text("".join(f"{name}=={v}\n" for name, v in sorted(bounds.items())))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), str(wheel)],
+        capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    if install.returncode != 0:
+        offline = any(s in install.stderr for s in _OFFLINE)
+        if offline and os.environ.get("CI", "").lower() not in ("true", "1"):
+            pytest.skip(f"the package index is not reachable: {install.stderr[-500:]}")
+        pytest.fail(f"pip install failed:\n{install.stderr[-3000:]}")
+    versions = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m, sys\n"
+         "for n in sys.argv[1:]: print(n, m.version(n))", *bounds],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    installed = dict(line.split() for line in versions.splitlines())
+    assert installed == bounds, f"not the lowest versions: {installed} != {bounds}"
+    assert subprocess.run([str(python), "-m", "pip", "check"], capture_output=True).returncode == 0
+    work = _foreign_workdir(tmp_path)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("PYTHONPATH", None)
+    no_extras = "import importlib.util as u; assert not any(map(u.find_spec, {!r}))"
+    subprocess.run([str(python), "-c", no_extras.format(sorted(EXTRAS))], check=True, env=env)
+    _smoke(python, venv, work, env)
+    console = subprocess.run(
+        [str(venv / "bin" / "melius-larq"), "list", "MeliusNet22"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert console.returncode == 0 and console.stdout.split() == ["MeliusNet22"], console.stderr
