@@ -12,6 +12,7 @@ import pytest
 import melius_larq
 from melius_larq import bnnplus
 from melius_larq._compat import tf
+from melius_larq.bnnplus.config import BNNPLUS_BETA
 
 # Central differences with step FD_STEP (float64) of a function that is linear near x (the
 # clipped identity away from its kinks) are exact up to rounding, ~1e-16 / FD_STEP; of SS_β
@@ -296,6 +297,30 @@ def test_files_saved_before_the_reduction_option_load_as_summed(tmp_path):
     np.testing.assert_allclose(loaded.losses, model.losses, rtol=1e-6)
     x = _inputs((2, 28, 28, 1))
     np.testing.assert_allclose(loaded(x), model(x), atol=SAME_GRAPH_ATOL, rtol=0)
+
+
+def _clips(layer):
+    constraint = layer.kernel_constraint
+    return layer.kernel_quantizer.clip_value, constraint and constraint.clip_value
+
+
+@pytest.mark.filterwarnings("ignore:preset='reference' pads")  # it warns about deployment
+@pytest.mark.parametrize("preset", sorted(melius_larq.PRESETS))
+def test_builders_give_bnn_plus_layers_the_networks_clips_unlike_the_standalone_defaults(preset):
+    """The documented difference: a standalone layer has BNN's clips (1.0) and larq's β; a
+    builder's BNN+ layer has the clips of the STE layer it replaces and ``BNNPLUS_BETA``."""
+    standalone = bnnplus.BNNPlusConv2D(4, 3)
+    assert _clips(standalone) == (1.0, 1.0)
+    assert standalone.input_quantizer.beta == bnnplus.DEFAULT_BETA
+    kwargs = dict(input_shape=(28, 28, 1), num_classes=10, stem="small", preset=preset)
+    ste = {layer.name: layer for layer in melius_larq.MeliusNetTiny(**kwargs).layers}
+    layers = bnnplus.bnn_plus_layers(melius_larq.MeliusNetTiny(**kwargs, binarization="bnn+"))
+    assert layers
+    for layer in layers:
+        assert _clips(layer) == _clips(ste[layer.name]), layer.name
+        assert layer.input_quantizer.beta == BNNPLUS_BETA
+    expected = {"lce": (None, None), "reference": (None, None), "larq_zoo": (1.3, 1.3)}
+    assert _clips(layers[0]) == expected[preset]
 
 
 # The BNN baseline --------------------------------------------------------------------------------

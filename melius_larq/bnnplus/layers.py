@@ -160,7 +160,13 @@ class BNNPlusConv2D(_BNNPlusMixin, lq.layers.QuantConv2D):
     Quantizer defaults (each overridable by its keyword): ``input_quantizer=SignSwish()``,
     ``kernel_quantizer=SteSign(clip_value=1.0)``, ``kernel_constraint=WeightClip(1.0)``.
     Whether the paper uses SignSwish or the STE for the weights is not clear from its text;
-    the STE is the default because it is the more likely reading.
+    the STE is the default because it is the more likely reading. The clips are BNN's (the
+    paper's baseline), since a layer on its own has no network whose estimator it could
+    match. The registry builders differ on purpose: they give each BNN+ layer the clips of
+    the binary layer it replaces (the MeliusNet presets ``"lce"``/``"reference"``: unclipped
+    weight STE and no ``WeightClip``; ``"larq_zoo"``: 1.3; ``BinaryNetSmall``: 1.0) and
+    SignSwish β = ``BNNPLUS_BETA``, so that ``binarization="bnn+"`` changes only the BNN+
+    ingredients; :meth:`BNNPlusConfig.conv2d` builds a layer that way from given clips.
 
     Args:
         filters: int. Output channels.
@@ -209,7 +215,8 @@ class BNNPlusDense(_BNNPlusMixin, lq.layers.QuantDense):
     """A ``larq.layers.QuantDense`` with BNN+'s trainable scales α and scale regularizer.
 
     The same as :class:`BNNPlusConv2D` for a dense kernel ``(inputs, units)``: α is per output
-    unit (or per layer), and the forward pass is ``(q(x) · sign(W)) · α (+ bias)``.
+    unit (or per layer), and the forward pass is ``(q(x) · sign(W)) · α (+ bias)``. The
+    quantizer defaults, and why the builders' differ, are those of :class:`BNNPlusConv2D`.
 
     Args:
         units: int. Output units.
