@@ -33,17 +33,18 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Two pytest runs, each with fresh workers: the registry-wide model tests build ~150 models,
-# and a worker that also ran the training tests would grow past the machine's memory.
+# make test: every code path once (one representative model per builder path), one pytest
+# run on 2 workers. make test-all (CI): every registry model and the tests marked large, in
+# two runs with fresh workers: the registry-wide tests build ~150 models, and a worker that also
+# ran the training tests would grow past the machine's memory. -rs lists every skip and why.
+PYTEST := $(PY) -m pytest -n 2 -q -rs
 MODEL_TESTS := tests/test_models.py tests/test_accounting.py tests/test_lce_conversion.py
 test: setup lint
-	$(PY) -m pytest -n 2 -q --durations=10 $(PYTEST_ARGS) $(MODEL_TESTS)
-	$(PY) -m pytest -n 2 -q --durations=10 $(PYTEST_ARGS) $(addprefix --ignore=,$(MODEL_TESTS))
+	$(PYTEST) --durations=15 $(PYTEST_ARGS)
 
-# Everything `make test` runs plus the tests marked large (224x224 conversions, kill -9 and
-# resume in real processes, the ResNet-18 CBD benchmark); CI runs this.
-test-all:
-	$(MAKE) test PYTEST_ARGS=--run-large
+test-all: setup lint
+	$(PYTEST) --durations=25 --run-large $(PYTEST_ARGS) $(MODEL_TESTS)
+	$(PYTEST) --durations=25 --run-large $(PYTEST_ARGS) $(addprefix --ignore=,$(MODEL_TESTS))
 
 demo: setup
 	$(PY) -m melius_larq demo

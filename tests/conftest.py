@@ -1,6 +1,13 @@
-"""Shared test settings: quiet TensorFlow, the --run-large option, small shared models."""
+"""Shared test settings: the two tiers, CI's dependency check, small shared models and a
+conversion cache.
+
+``make test`` runs every code path once: registry-wide tests on one representative model per
+builder path (:data:`REPRESENTATIVE_MODELS`), everything else marked ``large`` stays out.
+``make test-all`` (what CI runs) adds ``--run-large``: every registry model and the slow tests.
+"""
 
 import gzip
+import importlib
 import os
 import zlib
 
@@ -16,6 +23,61 @@ from melius_larq._compat import tf  # noqa: E402
 # keep building, training and converting every registry model within the suite's budget.
 SMALL_SHAPE = (32, 32, 3)
 SMALL_CLASSES = 10
+
+# In CI a missing pinned dependency or data set fails the run instead of skipping tests.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Pinned test dependencies (requirements-test.txt) and how to get each.
+PINNED = {
+    "larq_compute_engine": "pip install larq-compute-engine==0.16.0 (make setup)",
+    "larq_zoo": "pip install larq-zoo==2.4.0 protobuf==3.20.3 (make setup)",
+    "tensorflow_datasets": "pip install tensorflow-datasets (make setup)",
+    "matplotlib": "pip install matplotlib (make setup)",
+}
+FASHION_MNIST_HINT = "apt-get install dataset-fashion-mnist (make data)"
+
+
+def _missing(message: str):
+    """Fails in CI, skips elsewhere: a broken install must never turn CI's tests into skips."""
+    if IN_CI:
+        pytest.fail(f"CI: {message}", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+def require(module: str):
+    """Imports a pinned dependency, or fails (CI) / skips (elsewhere) naming how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        _missing(f"{module} is not importable ({err}); {PINNED[module]}")
+
+
+def fashion_mnist_or_skip(split: str = "train"):
+    """Fashion-MNIST images and labels of ``split``, or fail (CI) / skip naming the package."""
+    from melius_larq.zoo.data import DataError, load_fashion_mnist
+
+    try:
+        return load_fashion_mnist(split)
+    except DataError as err:
+        _missing(f"Fashion-MNIST is not installed ({err}); {FASHION_MNIST_HINT}")
+
+
+def pytest_sessionstart(session):
+    """In CI, one line and a failed run before any test when the stack is incomplete."""
+    if not IN_CI:
+        return
+    missing = []
+    for module, hint in PINNED.items():
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            missing.append(f"{module} ({err}): {hint}")
+    from melius_larq.zoo.data import DEBIAN_FASHION_MNIST
+
+    if not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        missing.append(f"Fashion-MNIST ({DEBIAN_FASHION_MNIST}): {FASHION_MNIST_HINT}")
+    if missing:
+        pytest.exit("CI needs the pinned stack; missing: " + "; ".join(missing), returncode=3)
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +120,37 @@ def trained_like(model, seed: int = 0):
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             assert np.any(layer.moving_mean.numpy() != 0) and np.any(layer.beta.numpy() != 0)
     return model
+
+
+def binary_branch(x):
+    """``concat(x, binary_conv(BN(x)))``: a dense-block step with a ±1-padded binary conv."""
+    import larq as lq
+
+    y = tf.keras.layers.BatchNormalization()(x)
+    y = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False,
+                              input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                              kernel_constraint="weight_clip")(y)  # fmt: skip
+    return tf.keras.layers.Concatenate()([x, y])
+
+
+def small_bnn():
+    """A float stem, one :func:`binary_branch` and a float head on 28x28x1 inputs: the
+    small BNN of the int8 tests (trained copy: tests/fixtures/int8/make_models.py)."""
+    inp = tf.keras.Input((28, 28, 1))
+    x = tf.keras.layers.Conv2D(32, 3, padding="same", use_bias=False)(inp)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.ReLU()(x)
+    x = tf.keras.layers.MaxPool2D(2)(x)
+    x = binary_branch(x)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.MaxPool2D(2)(x)
+    x = tf.keras.layers.ReLU()(x)
+    x = tf.keras.layers.Conv2D(64, 1, use_bias=False)(x)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.ReLU()(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    out = tf.keras.layers.Dense(10, activation="softmax")(x)
+    return tf.keras.Model(inp, out)
 
 
 def _fingerprint(model) -> float:
@@ -125,25 +218,32 @@ def tiny_fmnist(tmp_path):
     return tmp_path
 
 
-# The deepest registry models take 15-35 s per conversion or save/load round trip on 2 cores;
-# the slowest per-model tests run them only in the large set (make test-all, which CI runs).
-DEEPEST_MODELS = ("MeliusNet42", "MeliusNet59")
+# One model per distinct builder path: the paper's MeliusNet22 (Dense + Improvement blocks),
+# MeliusNetA (channel shuffle and grouped transitions), BinaryDenseNet28 (dense blocks only)
+# and MeliusNetTiny (its own widths and "same" transition pools). The other variants differ
+# from these only in the numbers of their row in melius_larq.models.VARIANTS; make test runs
+# per-model tests on these four, make test-all (CI) on every model.
+REPRESENTATIVE_MODELS = ("MeliusNet22", "MeliusNetA", "BinaryDenseNet28", "MeliusNetTiny")
 
 
-# Per-model tests that run the same code path for every variant and cost 10-20 s per model can
-# run in make test on one model per family: the paper's MeliusNet22, the grouped A/B/C family
-# (channel shuffle, grouped transitions), BinaryDenseNet (dense blocks only) and the demo's
-# MeliusNetTiny; CI (make test-all) runs every model.
-FAMILY_MODELS = ("MeliusNet22", "MeliusNetA", "BinaryDenseNet28", "MeliusNetTiny")
+def registry_params(names):
+    """``names`` as pytest parameters; models outside :data:`REPRESENTATIVE_MODELS` are
+    marked large (make test-all only)."""
+    return [
+        n if n in REPRESENTATIVE_MODELS else pytest.param(n, marks=pytest.mark.large) for n in names
+    ]
 
 
-def registry_params(names, *, families_only: bool = False):
-    """``names`` as pytest parameters, the deepest models marked large.
+_CONVERSIONS: dict = {}
 
-    With ``families_only`` every model outside :data:`FAMILY_MODELS` is marked large as well.
-    """
 
-    def large(name):
-        return name in DEEPEST_MODELS or (families_only and name not in FAMILY_MODELS)
+def convert_cached(model, **kwargs) -> bytes:
+    """``convert_model(model, **kwargs)``, converted once per test worker for a model that
+    the tests only read (a :func:`small_model`, a module fixture): the cache key holds the
+    model's identity and a fingerprint of its weights, so a changed model converts again."""
+    from melius_larq.deploy import convert_model
 
-    return [pytest.param(n, marks=pytest.mark.large) if large(n) else n for n in names]
+    key = (id(model), _fingerprint(model), tuple(sorted(kwargs.items())))
+    if key not in _CONVERSIONS:
+        _CONVERSIONS[key] = (model, convert_model(model, **kwargs))  # model kept: id stays unique
+    return _CONVERSIONS[key][1]

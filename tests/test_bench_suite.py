@@ -1,6 +1,7 @@
 """make bench's parts: per-part latency breakdown, binary-MAC rate, training throughput, table."""
 
 import pytest
+from conftest import require
 
 import melius_larq
 from melius_larq._compat import tf
@@ -13,7 +14,7 @@ from melius_larq.deploy.breakdown import (
 from melius_larq.deploy.suite import format_suite, randomize_batchnorm
 from melius_larq.deploy.train_bench import training_throughput
 
-pytest.importorskip("larq_compute_engine")
+require("larq_compute_engine")
 
 TINY_SHAPE = (28, 28, 1)
 
@@ -38,17 +39,57 @@ def test_parts_follow_the_graph_and_add_up_to_the_accounting():
         parts_of(plain)
 
 
-def test_latency_breakdown_measures_every_prefix():
+def _ops_as_milliseconds(buf):
+    """A stand-in latency that a flatbuffer determines: 1 ms per operator."""
+    from melius_larq.deploy import op_inventory
+
+    return float(sum(op_inventory(buf).values()))
+
+
+# With LCE conversions (10 of MeliusNetTiny: ~15 s) in the large set; make test converts
+# nothing and times each prefix by its number of Keras layers.
+@pytest.mark.parametrize("convert", [False, pytest.param(True, marks=pytest.mark.large)])
+def test_latency_breakdown_times_every_prefix_up_to_the_whole_model(monkeypatch, convert):
+    """Each part is timed as the prefix model ending at its last layer, and the last prefix
+    is the whole model: with a stand-in timer the total equals the whole model's on its
+    own, and each part's time is its prefix's increment."""
+    from melius_larq.deploy import breakdown
+    from melius_larq.deploy.convert import convert_model
+
     model = randomize_batchnorm(_tiny())
     bn = model.get_layer("section_0_block_0_dense_bn")
     assert bn.gamma.numpy().min() > 0 and bn.moving_mean.numpy().std() > 0.1
+    if convert:
+        latency, whole = _ops_as_milliseconds, _ops_as_milliseconds(convert_model(model))
+    else:
+        monkeypatch.setattr(breakdown, "convert_model", lambda prefix, **kw: prefix)
+        latency, whole = (lambda prefix: float(len(prefix.layers))), float(len(model.layers))
+    timed = []
+
+    def fake_benchmark(buf, *, threads, runs, warmup):
+        timed.append(latency(buf))
+        return {threads[0]: {"median_ms": timed[-1]}}
+
+    monkeypatch.setattr(breakdown, "benchmark_lce", fake_benchmark)
     result = latency_breakdown(model, runs=3, warmup=1, progress=False)
     parts = result["parts"]
-    assert all(p["cumulative_ms"] > 0 for p in parts)
-    assert sum(p["ms"] for p in parts) == pytest.approx(result["total_ms"])
-    assert any(p["gbops_per_s"] for p in parts if p["bops"])
+    assert len(timed) == len(parts) == len(parts_of(model))
+    assert [p["cumulative_ms"] for p in parts] == timed
+    assert timed == sorted(timed) and len(set(timed)) == len(timed)  # every part adds some
+    assert result["total_ms"] == whole
+    assert [p["ms"] for p in parts] == [b - a for a, b in zip([0.0, *timed], timed)]
+    sections = [p for p in parts if p["bops"]]
+    assert sections and all(p["gbops_per_s"] == p["bops"] / (p["ms"] * 1e6) for p in sections)
+
+
+def test_binary_conv_rate_and_breakdown_table():
     rate = binary_conv_rate(size=8, channels=64, filters=32, runs=3, warmup=1)
     assert rate["bops"] == 8 * 8 * 9 * 64 * 32 and rate["gbops_per_s"] > 0
+    result = {"model": "m", "threads": 1, "runs": 3, "total_ms": 2.0, "fold_batchnorm": True,
+              "parts": [{"part": "stem", "ms": 0.5, "cumulative_ms": 0.5, "share": 0.25,
+                         "bops": 0, "flops": 10, "gbops_per_s": None},
+                        {"part": "head", "ms": 1.5, "cumulative_ms": 2.0, "share": 0.75,
+                         "bops": 0, "flops": 5, "gbops_per_s": None}]}  # fmt: skip
     table = format_breakdown(result, rate)
     assert "| stem |" in table and "Isolated binary 3x3 conv (8x8x64 -> 32)" in table
 

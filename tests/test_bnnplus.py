@@ -5,7 +5,7 @@ import json
 import larq as lq
 import numpy as np
 import pytest
-from conftest import trained_like
+from conftest import require, trained_like
 
 import melius_larq
 from melius_larq import bnnplus
@@ -319,7 +319,7 @@ def test_larq_and_melius_summaries_count_bnn_plus_convs_as_binary():
 
 @pytest.mark.parametrize("sharing", ["channel", "layer"])
 def test_lce_converts_to_bconv_with_alpha_folded(sharing):
-    lce = pytest.importorskip("larq_compute_engine")
+    lce = require("larq_compute_engine")
     from melius_larq.deploy import convert_model, op_inventory
 
     model = _small_bnn_plus_model(sharing)
@@ -476,7 +476,7 @@ def test_config_can_use_sign_swish_for_the_weights():
 
 @pytest.mark.large
 def test_registry_bnn_plus_model_converts_like_the_ste_model():
-    lce = pytest.importorskip("larq_compute_engine")
+    lce = require("larq_compute_engine")
     from melius_larq.deploy import convert_model, op_inventory
 
     kwargs = dict(input_shape=(32, 32, 3), num_classes=10, classifier_activation=None)

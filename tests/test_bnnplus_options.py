@@ -8,6 +8,7 @@ import zipfile
 import larq as lq
 import numpy as np
 import pytest
+from conftest import require
 
 import melius_larq
 from melius_larq import bnnplus
@@ -489,7 +490,7 @@ LCE_RTOL = 1e-4
 
 @pytest.mark.parametrize("binarization", ["ste", "bnn+"])
 def test_binarynet_small_converts_every_binary_layer_to_lce(binarization):
-    lce = pytest.importorskip("larq_compute_engine")
+    lce = require("larq_compute_engine")
     from conftest import trained_like
 
     from melius_larq.deploy import convert_model, op_inventory

@@ -313,11 +313,17 @@ class TestBadInput:
         with pytest.raises(ValueError, match="`fallback` applies.*fallback='plane'"):
             compress_model(hand_model(), bits=4, method="plain", fallback="plane")
 
-    @pytest.mark.parametrize("granularity", ["tensor", "", None, 1])
+    def test_granularity_none_is_the_per_channel_default(self):
+        model = hand_model()
+        small, report = compress_model(model, bits=4, method="plain", granularity=None)
+        assert report.granularity == "channel"
+        kernel = model.get_layer("conv").kernel.numpy()
+        expected = quantize_kernel_plain(kernel, 4, granularity="channel").kernel()
+        np.testing.assert_array_equal(small.get_layer("conv").kernel.numpy(), expected)
+        assert [r.scale_bits for r in report.layers] == [32 * 4, 32 * 3]  # one per channel
+
+    @pytest.mark.parametrize("granularity", ["tensor", "", 1])
     def test_unknown_granularity(self, granularity):
-        if granularity is None:  # None means the default for plain
-            compress_model(hand_model(), bits=4, method="plain", granularity=None)
-            return
         with pytest.raises(ValueError, match=rf"`granularity`.*but got {granularity!r}"):
             compress_model(hand_model(), bits=4, method="plain", granularity=granularity)
 

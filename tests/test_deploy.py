@@ -9,6 +9,7 @@ from pathlib import Path
 import larq as lq
 import numpy as np
 import pytest
+from conftest import require
 
 import melius_larq
 from melius_larq._compat import tf
@@ -24,7 +25,7 @@ from melius_larq.deploy.flatbuffer import FlatbufferError, load_flatbuffer
 from melius_larq.deploy.report import conversion_report
 from melius_larq.deploy.verify import verify_flatbuffer
 
-pytest.importorskip("larq_compute_engine")
+require("larq_compute_engine")
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -321,6 +322,9 @@ def test_cli_convert_report_verify(tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["accelerated_binary_layers"] == report["binary_layers"] == 14
     assert _cli("report", out) == 0
+    printed = capsys.readouterr().out  # the op inventory of the file, not of another model
+    assert "| LceBconv2d | 14 |" in printed and "| LceQuantize | 14 |" in printed
+    assert f"Flatbuffer size: {out.stat().st_size / 2**20:.3f} MiB" in printed
     # logits, not saturated softmax outputs, so that two random models really differ
     for name, seed in (("c", 0), ("d", 1)):
         tf.keras.utils.set_random_seed(seed)

@@ -4,7 +4,7 @@ Every ```python block of a page runs, in the order of the page, in one namespace
 in a temporary working directory. A ```text output block that directly follows a python
 block is that block's expected printout: each of its non-blank lines must appear, in the same
 order, among the lines the block printed (trailing spaces ignored; printed lines that the
-page does not show are allowed). Other blocks (```bash, ```text) do not run; the commands in
+page does not show are allowed). A python block that prints must be followed by one. Other blocks (```bash, ```text) do not run; the commands in
 the ```bash blocks must name existing ``melius-larq`` verbs, modules, files and make targets.
 """
 
@@ -64,7 +64,7 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": f"docs_{page.stem}"}
     previous = None
-    for info, code, line in blocks:
+    for index, (info, code, line) in enumerate(blocks):
         if info == "python":
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
@@ -72,6 +72,11 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
                 exec(compile("\n" * (line - 1) + code, str(page), "exec"), namespace)
             print(printed.getvalue(), end="")  # shown by pytest when a later check fails
             previous = printed.getvalue()
+            following = blocks[index + 1][0] if index + 1 < len(blocks) else None
+            assert not previous.strip() or following == "text output", (
+                f"{page.name}:{line}: the block prints, but no ```text output block follows "
+                "to check what it prints"
+            )
         elif info == "text output":
             assert previous is not None, (
                 f"{page.name}:{line}: a ```text output block must follow a ```python block"

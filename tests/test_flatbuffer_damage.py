@@ -16,12 +16,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
 import melius_larq
 from melius_larq import _tflite
 from melius_larq._tflite import FlatbufferError, load_flatbuffer, pack, read_model
 
-pytest.importorskip("larq_compute_engine")
+require("larq_compute_engine")
 
 CUTS = 30  # cut lengths, spread over the file
 FLIP_SEEDS = range(12)

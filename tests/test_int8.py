@@ -1,17 +1,20 @@
 """int8 non-binary layers: calibrated fake-quantization converts to int8 kernels around LceBconv2d."""
 
-import larq as lq
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import binary_branch, fashion_mnist_or_skip, require
 
 from melius_larq._compat import tf
 from melius_larq.deploy import convert_model, op_inventory
 from melius_larq.deploy.int8 import convert_int8, int8_flatbuffer_summary
 from melius_larq.deploy.report import conversion_report
 from melius_larq.deploy.verify import run_lce
-from melius_larq.zoo.data import DataError, load_fashion_mnist, preprocess_fashion_mnist
+from melius_larq.zoo.data import preprocess_fashion_mnist
 
-pytest.importorskip("larq_compute_engine")
+require("larq_compute_engine")
 
 # int8 rounding of every activation flips the prediction of a few near-tie images; on a
 # briefly trained model 97 % top-1 agreement with the float model bounds that effect while
@@ -19,52 +22,32 @@ pytest.importorskip("larq_compute_engine")
 MIN_INT8_AGREEMENT = 0.97
 
 
+INT8_FIXTURES = Path(__file__).parent / "fixtures" / "int8"
+
+
+def _calibration():
+    """The first 300 Fashion-MNIST training images, as the fixture models were trained on."""
+    return preprocess_fashion_mnist(np.load(INT8_FIXTURES / "calibration.npy"))
+
+
+def _test_images(n=500):
+    # int8 accuracy is only meaningful on real images
+    return preprocess_fashion_mnist(fashion_mnist_or_skip("test")[0][:n])
+
+
 def _data():
-    try:
-        x, y = load_fashion_mnist("train")
-        xt, _ = load_fashion_mnist("test")
-    except DataError as err:  # int8 accuracy is only meaningful on real images
-        pytest.skip(
-            f"Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): {err}"
-        )
-    return preprocess_fashion_mnist(x[:4096]), y[:4096], preprocess_fashion_mnist(xt[:500])
-
-
-def _with_binary_branch(x):
-    """``concat(x, binary_conv(BN(x)))``: a dense-block step with a ±1-padded binary conv."""
-    y = tf.keras.layers.BatchNormalization()(x)
-    y = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False,
-                              input_quantizer="ste_sign", kernel_quantizer="ste_sign",
-                              kernel_constraint="weight_clip")(y)  # fmt: skip
-    return tf.keras.layers.Concatenate()([x, y])
-
-
-def _small_bnn():
-    inp = tf.keras.Input((28, 28, 1))
-    x = tf.keras.layers.Conv2D(32, 3, padding="same", use_bias=False)(inp)
-    x = tf.keras.layers.BatchNormalization()(x)
-    x = tf.keras.layers.ReLU()(x)
-    x = tf.keras.layers.MaxPool2D(2)(x)
-    x = _with_binary_branch(x)
-    x = tf.keras.layers.BatchNormalization()(x)
-    x = tf.keras.layers.MaxPool2D(2)(x)
-    x = tf.keras.layers.ReLU()(x)
-    x = tf.keras.layers.Conv2D(64, 1, use_bias=False)(x)
-    x = tf.keras.layers.BatchNormalization()(x)
-    x = tf.keras.layers.ReLU()(x)
-    x = tf.keras.layers.GlobalAveragePooling2D()(x)
-    out = tf.keras.layers.Dense(10, activation="softmax")(x)
-    return tf.keras.Model(inp, out)
+    """The 4,096 training images the fixture models were trained on, and 500 test images."""
+    x, y = fashion_mnist_or_skip("train")
+    return preprocess_fashion_mnist(x[:4096]), y[:4096], _test_images()
 
 
 @pytest.fixture(scope="module")
 def trained():
-    x, y, x_test = _data()
-    tf.keras.utils.set_random_seed(0)
-    model = _small_bnn()
-    model.compile(tf.keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=64, epochs=2, verbose=0)
-    return model, x, x_test
+    """The committed small BNN (tests/fixtures/int8/make_models.py: a float stem, one
+    ±1-padded binary conv branch and a float head, 2 epochs on 4,096 Fashion-MNIST images),
+    its 300 calibration images and 500 test images."""
+    model = tf.keras.models.load_model(INT8_FIXTURES / "small_bnn.keras")
+    return model, _calibration(), _test_images()
 
 
 def test_int8_flatbuffer_runs_every_non_binary_layer_in_int8(trained):
@@ -149,7 +132,7 @@ def _small_grouped(groups: int = 4):
                     name="grouped")(x)  # fmt: skip
     x = tf.keras.layers.BatchNormalization()(x)
     x = tf.keras.layers.ReLU()(x)
-    x = _with_binary_branch(x)
+    x = binary_branch(x)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     return tf.keras.Model(inp, tf.keras.layers.Dense(10)(x))
 
@@ -347,7 +330,7 @@ def test_quantization_aware_finetuning_keeps_or_improves_accuracy(trained_tiny, 
     planted bug) loses it."""
     model, out, x_test = trained_tiny
     x, y, _ = _data()
-    _, y_test = load_fashion_mnist("test")
+    _, y_test = fashion_mnist_or_skip("test")
     y_test = y_test[: len(x_test)]
     before_weights = [w.copy() for w in model.get_weights()]
     calib = x[:300]
@@ -437,19 +420,12 @@ WEIGHTS_INT8_MIN_AGREEMENT = 0.93
 
 @pytest.fixture(scope="module")
 def trained_tiny(tmp_path_factory):
-    import melius_larq
-
-    x, y, x_test = _data()
-    tf.keras.utils.set_random_seed(0)
-    model = melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), num_classes=10,
-                                      classifier_activation=None)  # fmt: skip
-    model.compile(tf.keras.optimizers.Adam(2e-3),
-                  tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
-    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    """The committed MeliusNetTiny (tests/fixtures/int8/make_models.py), copied with its
+    calibration inputs into a directory the conversions write to."""
     out = tmp_path_factory.mktemp("int8_tiny")
-    model.save(out / "tiny.keras")
-    np.save(out / "calibration.npy", x[:300])
-    return model, out, x_test
+    shutil.copy(INT8_FIXTURES / "meliusnet_tiny.keras", out / "tiny.keras")
+    np.save(out / "calibration.npy", _calibration())
+    return tf.keras.models.load_model(out / "tiny.keras"), out, _test_images()
 
 
 def _logit_check(buf, model, x):

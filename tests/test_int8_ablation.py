@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import require
 
 from melius_larq._compat import tf
 
-pytest.importorskip("larq_compute_engine")
+require("larq_compute_engine")
 
 
 @pytest.mark.large  # three int8 conversions and a fine-tuning: ~25 s

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import trained_like
+from conftest import require, trained_like
 
 import melius_larq
 from melius_larq._compat import tf
@@ -139,7 +139,7 @@ def test_sibling_keras_round_trip_in_safe_mode(name, tmp_path):
 
 @pytest.mark.parametrize("name", list(mvm.SIBLINGS))
 def test_sibling_converts_to_lce_and_matches_keras(name):
-    lce = pytest.importorskip("larq_compute_engine")
+    lce = require("larq_compute_engine")
     from melius_larq.deploy.convert import convert_model
     from melius_larq.deploy.flatbuffer import op_inventory
 
@@ -226,7 +226,7 @@ def _quick(tiny_fmnist):
 
 @pytest.mark.large  # trains, converts and times two networks: ~30 s
 def test_pipeline_end_to_end_and_rerun_reads_back(tiny_fmnist, tmp_path, monkeypatch):
-    pytest.importorskip("larq_compute_engine")
+    require("larq_compute_engine")
     runs, results = tmp_path / "runs", tmp_path / "results"
     kwargs = _quick(tiny_fmnist)
     original_build = train_module.build_model

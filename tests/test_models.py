@@ -64,7 +64,7 @@ def test_builders_share_one_keyword_only_signature():
         melius_larq.MeliusNet22((32, 32, 3))
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", registry_params(MODELS))
 def test_forward(name):
     model = small_model(name)
     y = model(_inputs(), training=False).numpy()
@@ -76,23 +76,7 @@ def test_forward(name):
     assert len(binary) == per_block * sum(spec.blocks)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_every_trainable_variable_gets_a_gradient(name):
-    # training=True updates the BatchNorm statistics: a model of its own, not the shared one
-    model = melius_larq.create_model(name, input_shape=SMALL_SHAPE, num_classes=SMALL_CLASSES,
-                                     classifier_activation=None)  # fmt: skip
-    x = _inputs(batch=4)
-    labels = np.arange(4) % SMALL_CLASSES
-    with tf.GradientTape() as tape:
-        logits = model(x, training=True)
-        loss = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    grads = tape.gradient(loss, model.trainable_variables)
-    for variable, grad in zip(model.trainable_variables, grads, strict=True):
-        assert grad is not None, f"No gradient for {variable.name}"
-        assert np.any(grad.numpy() != 0), f"Zero gradient for {variable.name}"
-
-
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", registry_params(MODELS))
 def test_no_top_returns_the_final_feature_map(name):
     model = melius_larq.create_model(name, include_top=False)
     assert model.output_shape == (None, None, None, _final_channels(name))
@@ -116,7 +100,7 @@ def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
     assert not any(isinstance(layer, tf.keras.layers.Lambda) for layer in loaded.layers)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", registry_params(MODELS))
 def test_get_config_from_config_round_trip(name):
     model = small_model(name)
     clone = tf.keras.Model.from_config(model.get_config())
@@ -130,8 +114,10 @@ def test_get_config_from_config_round_trip(name):
 
 
 @pytest.mark.parametrize("name", registry_params(MODELS))
-def test_fit_on_random_batches(name):
-    """Keras' fit loop (losses, optimizer, BN updates) runs every model. It runs eagerly here:
+def test_fit_on_random_batches_moves_every_weight(name):
+    """Keras' fit loop (losses, optimizer, BN updates) runs every model, and every trainable
+    variable gets a gradient: Adam leaves a variable whose gradient is zero or missing exactly
+    where it was, so a weight that did not move names a broken gradient path. It runs eagerly:
     tracing a graph-mode train step costs 30-90 s per model; tests/test_zoo.py trains in graph
     mode."""
     model = melius_larq.create_model(name, input_shape=SMALL_SHAPE, num_classes=SMALL_CLASSES)
@@ -142,13 +128,11 @@ def test_fit_on_random_batches(name):
     )
     x = _inputs(batch=8)
     y = np.arange(8) % SMALL_CLASSES
-    before = [w.copy() for w in model.get_weights()]
+    before = {w.name: w.numpy().copy() for w in model.weights}  # BN statistics included
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    changed = sum(
-        not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)
-    )
-    assert changed == len(before), "every weight (incl. BN statistics) should move in training"
+    unmoved = [w.name for w in model.weights if np.array_equal(before[w.name], w.numpy())]
+    assert not unmoved, f"no gradient or update reached {unmoved}"
 
 
 def test_input_tensor_and_default_shapes():
@@ -171,8 +155,18 @@ def test_classifier_activation():
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("stem", ["grouped", "imagenet", "thumbnail", "small"])
-@pytest.mark.parametrize("preset", ["lce", "larq_zoo"])
+# Each stem and each preset once in make test (16 MeliusNet22 builds for all pairs: CI's)
+STEM_PRESET_PAIRS = [
+    (stem, preset)
+    if (stem, preset) in {("grouped", "lce"), ("imagenet", "larq_zoo"), ("thumbnail", "lce"),
+                          ("small", "larq_zoo")}
+    else pytest.param(stem, preset, marks=pytest.mark.large)
+    for stem in ("grouped", "imagenet", "thumbnail", "small")
+    for preset in ("lce", "larq_zoo")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stem", "preset"), STEM_PRESET_PAIRS)
 def test_stems_and_presets_build_at_their_minimum_size(stem, preset):
     size = melius_larq.min_input_size(stem=stem, preset=preset)
     model = melius_larq.MeliusNet22(

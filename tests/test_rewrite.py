@@ -5,7 +5,7 @@ import warnings
 import larq as lq
 import numpy as np
 import pytest
-from conftest import trained_like
+from conftest import require, trained_like
 
 import melius_larq
 from melius_larq._compat import tf
@@ -17,7 +17,7 @@ from melius_larq.deploy.rewrite import (
     zero_padding_hazards,
 )
 
-lce = pytest.importorskip("larq_compute_engine")
+lce = require("larq_compute_engine")
 
 # LCE computes a correct binary conv exactly (integer popcounts) and applies BatchNorm as one
 # float multiply-add: ~1e-6 of the output scale (measured); the faulty kernels are off by
@@ -76,9 +76,10 @@ def test_small_maps_are_rewritten_exactly(shape, kernel, strides, plan):
     assert model.get_layer("zero_padded").kernel_size == (kernel, kernel)  # input unchanged
     x = np.random.RandomState(1).uniform(-1, 1, (4, *shape, 64)).astype(np.float32)
     np.testing.assert_allclose(rewritten(x, training=False), model(x, training=False), atol=1e-5)
-    errors = _relative_errors(model, _convert_quietly(model))
+    buf = _convert_quietly(model)
+    errors = _relative_errors(model, buf)
     assert max(errors.values()) <= LCE_RTOL, errors
-    report = conversion_report(_convert_quietly(model), keras_model=model)
+    report = conversion_report(buf, keras_model=model)
     assert [item["layer"] for item in report["small_map_layers"]] == ["zero_padded"]
 
 
