@@ -167,6 +167,7 @@ def _smoke(python, prefix: Path, work: Path, env: dict) -> None:
     assert "MeliusNet22" in listed.stdout.split()
 
 
+@pytest.mark.large  # installs the wheel and runs three TensorFlow processes: ~30 s
 def test_wheel_works_outside_the_checkout_beside_foreign_deploy_and_zoo(wheel, tmp_path):
     """Installed without dependencies into a directory, run from a directory whose own
     ``deploy`` and ``zoo`` packages would break any import of those top-level names."""
