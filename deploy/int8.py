@@ -58,7 +58,7 @@ from melius_larq.deploy.int8_rewrite import BINARY_OUTPUT_SCALE, prepare_for_int
 # Adam learning rate of quantization-aware fine-tuning. On the demo's MeliusNetTiny (float
 # 92.80 % validation top-1) the calibrated int8 flatbuffer already reaches 92.75 %; one epoch
 # over 16,384 training images then gives 92.43 % with 3e-5 and 91.12 % with 3e-4
-# (python -m melius_larq.experiments.int8_ablation), so fine-tuning is off by default and,
+# (python -m melius_larq.zoo.experiments.int8_ablation), so fine-tuning is off by default and,
 # when asked for, gentle.
 QAT_LEARNING_RATE = 3e-5
 

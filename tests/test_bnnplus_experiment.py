@@ -6,8 +6,8 @@ import json
 import pytest
 
 from melius_larq import bnnplus
-from melius_larq.zoo import bnnplus_experiment as exp
 from melius_larq.zoo import stats
+from melius_larq.zoo.experiments import bnnplus as exp
 from melius_larq.zoo.recipes import apply_overrides, bnn_plus_options, get_recipe
 
 # The continued fraction of the incomplete beta function converges to ~1e-12; the reference

@@ -12,9 +12,9 @@ from conftest import trained_like
 
 import melius_larq
 from melius_larq._compat import tf
-from melius_larq.experiments import meliusnet_vs_mobilenet as mvm
 from melius_larq.float_models import MobileNetV1
 from melius_larq.zoo import train as train_module
+from melius_larq.zoo.experiments import meliusnet_vs_mobilenet as mvm
 
 MIB = 2**20
 # Counts are integers and sizes their exact multiples; only float rounding of the MiB division.

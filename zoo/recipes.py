@@ -177,7 +177,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("binarynet_fashion_mnist", "BinaryNetSmall", "fashion_mnist", 10, 128, 0.003,
                optimizer="adam", beta_1=0.9, epsilon=1e-7, input_size=28, augment="none"),
         # The recipe family of the MeliusNet vs MobileNet-v1 comparison
-        # (melius_larq.experiments.meliusnet_vs_mobilenet): one optimizer, schedule, batch, budget and
+        # (melius_larq.zoo.experiments.meliusnet_vs_mobilenet): one optimizer, schedule, batch, budget and
         # augmentation for the binary networks (the model field names one of them; the
         # experiment swaps in the others) and for the float MobileNet-v1 (any width). The
         # learning rate is chosen per network on validation; the one here is the middle of

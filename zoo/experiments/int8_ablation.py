@@ -8,7 +8,7 @@ training images); the test set is not used. Calibration: the first training imag
 
 Usage (the demo's model)::
 
-    python -m melius_larq.experiments.int8_ablation runs/demo/train/model.keras \\
+    python -m melius_larq.zoo.experiments.int8_ablation runs/demo/train/model.keras \\
         --results docs/int8_ablation
 
 Writes ``results.json`` and ``results.md`` into ``--results``.
@@ -107,7 +107,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m melius_larq.experiments.int8_ablation",
+        prog="python -m melius_larq.zoo.experiments.int8_ablation",
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("model", help="a trained Fashion-MNIST .keras model")

@@ -30,7 +30,7 @@ latent weights within ±25 % of α, per epoch, from :class:`melius_larq.BNNPlusD
 
 Usage (about 1.5-2 hours on 2 CPU cores with the default budgets)::
 
-    nice python -m melius_larq.zoo.bnnplus_experiment --runs runs/bnnplus \\
+    nice python -m melius_larq.zoo.experiments.bnnplus --runs runs/bnnplus \\
         --results docs/bnnplus_results
 
 ``--quick`` runs the whole pipeline on a tiny budget (to check it, not to measure anything).
@@ -451,7 +451,7 @@ def _plot_alpha(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m melius_larq.zoo.bnnplus_experiment", description=__doc__,
+        prog="python -m melius_larq.zoo.experiments.bnnplus", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument(

@@ -34,7 +34,7 @@ receives ``meliusnet_vs_mobilenet.json``, ``meliusnet_vs_mobilenet.md`` and the 
 
 Reproduce (one command; several CPU hours on 2 cores with the defaults, see the docs)::
 
-    nice python -m melius_larq.experiments.meliusnet_vs_mobilenet --runs runs/mvm \\
+    nice python -m melius_larq.zoo.experiments.meliusnet_vs_mobilenet --runs runs/mvm \\
         --results docs/meliusnet_vs_mobilenet
 
 ``--quick`` runs the whole pipeline on one binary network and one MobileNet width with one
@@ -747,7 +747,7 @@ def plot(result: dict, directory: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m melius_larq.experiments.meliusnet_vs_mobilenet", description=__doc__,
+        prog="python -m melius_larq.zoo.experiments.meliusnet_vs_mobilenet", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument(

@@ -40,9 +40,9 @@ directory receives
 
 Usage::
 
-    nice -n 10 python -m melius_larq.zoo.cbd_experiment
-    nice -n 10 python -m melius_larq.zoo.cbd_experiment --networks vgg --vgg-epochs 4
-    nice -n 10 python -m melius_larq.zoo.cbd_experiment --smoke --results runs/cbd_smoke
+    nice -n 10 python -m melius_larq.zoo.experiments.cbd
+    nice -n 10 python -m melius_larq.zoo.experiments.cbd --networks vgg --vgg-epochs 4
+    nice -n 10 python -m melius_larq.zoo.experiments.cbd --smoke --results runs/cbd_smoke
 
 References:
     - [Composite Binary Decomposition Networks](https://arxiv.org/abs/1811.06668),
