@@ -174,8 +174,8 @@ def test_pipeline_end_to_end_and_reuse(tiny_fmnist, tmp_path, monkeypatch, capsy
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(cbd_experiment, "_train_vgg", no_training)
-    monkeypatch.setattr(cbd_experiment, "_train_resnet", no_training)
+    monkeypatch.setattr(cbd_experiment.training, "_train_vgg", no_training)
+    monkeypatch.setattr(cbd_experiment.training, "_train_resnet", no_training)
     budgets = {
         "vgg": cbd_experiment.Budget(epochs=1, batch_size=32, train_limit=256),
         "resnet18": cbd_experiment.Budget(epochs=1, batch_size=32, width=0.125, train_limit=256),

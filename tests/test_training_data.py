@@ -514,8 +514,8 @@ def test_tfds_datasets_hold_out_the_end_of_train(monkeypatch):
 
 
 def test_register_model_refuses_existing_names():
-    from melius_larq.zoo.train import register_model
+    from melius_larq.registry import register_model
 
     for name in ("MeliusNet22", "meliusnet22", "ResNet18"):
         with pytest.raises(ValueError, match="already a model name"):
-            register_model(name, lambda **kw: None)
+            register_model(name, lambda **kw: None, family="experiment")
