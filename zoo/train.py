@@ -472,12 +472,17 @@ TRAIN_TIME_FILE = "experiment.json"
 
 
 def read_history(run_dir) -> dict[str, list[float]]:
-    """A run's ``history.csv`` as columns of floats (the columns every epoch has a value in)."""
+    """A run's ``history.csv`` as columns of floats (the columns with a number in every
+    epoch)."""
     with open(Path(run_dir) / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    keys = rows[0].keys() if rows else ()
-    return {k: [float(r[k]) for r in rows] for k in keys
-            if all(r.get(k) not in (None, "") for r in rows)}  # fmt: skip
+    columns = {}
+    for key in rows[0] if rows else ():
+        try:
+            columns[key] = [float(r[key]) for r in rows]
+        except (TypeError, ValueError):  # an empty or non-numeric cell
+            continue
+    return columns
 
 
 def train_or_load(recipe: Recipe, run_dir, *, data_dir: str | None = None, verbose: int = 1):

@@ -24,9 +24,9 @@ from melius_larq.zoo.experiments.bnnplus.recipes import (
 )
 from melius_larq.zoo.experiments.bnnplus.report import (
     RESULTS_STEM,
-    _plot_accuracy,
-    _plot_alpha,
     markdown,
+    plot_accuracy,
+    plot_alpha,
 )
 from melius_larq.zoo.recipes import apply_overrides, check_recipe, get_recipe
 from melius_larq.zoo.stats import mean_std, welch_t_test
@@ -233,5 +233,5 @@ def _write(result: dict, results: Path) -> None:
     write_text_atomic(json.dumps(result, indent=2, ensure_ascii=False) + "\n",
                       results / f"{RESULTS_STEM}.json")  # fmt: skip
     write_text_atomic(markdown(result), results / f"{RESULTS_STEM}.md")
-    _plot_accuracy(result, results / "accuracy_by_configuration.png")
-    _plot_alpha(result, results / "alpha_over_epochs.png")
+    plot_accuracy(result, results / "accuracy_by_configuration.png")
+    plot_alpha(result, results / "alpha_over_epochs.png")

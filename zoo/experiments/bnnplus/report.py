@@ -72,7 +72,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot_accuracy(result: dict, path: Path) -> None:
+def plot_accuracy(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,7 +103,7 @@ def _plot_accuracy(result: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _plot_alpha(result: dict, path: Path) -> None:
+def plot_alpha(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

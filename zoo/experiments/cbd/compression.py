@@ -18,12 +18,12 @@ from melius_larq.cbd import (
     replace_kernels,
     unmatricize,
 )
-from melius_larq.zoo.experiments.cbd.training import _accuracy
+from melius_larq.zoo.experiments.cbd.training import top1_accuracy
 
 FLOAT_BITS = 32
 
 
-def _kernel_weights(model: tf.keras.Model) -> int:
+def count_kernel_weights(model: tf.keras.Model) -> int:
     layers = dict(walk_layers(model))
     return sum(int(np.prod(layers[path].kernel.shape)) for path, _ in compressible_layers(model))
 
@@ -151,7 +151,7 @@ METHOD_NAMES = {"cbd": "CBD", "plain": "plain per-channel", "plain_layer": "plai
 CBD_METHODS = ("cbd", "cbd_channel")
 
 
-def _compress(model, method: str, bits: int, bottleneck: float | None, exclude):
+def compress_with(model, method: str, bits: int, bottleneck: float | None, exclude):
     """``(compressed model, summary)`` of one sweep point."""
     if method == "cbd_channel":
         return compress_cbd_per_channel(model, bits, bottleneck, exclude)
@@ -172,9 +172,9 @@ def _label(method: str, bits: int, bottleneck: float | None) -> str:
     return f"{METHOD_NAMES[method]} b={bits}"
 
 
-def _point(model, kernel_weights, method, bits, bottleneck, exclude, validation) -> dict:
+def sweep_point(model, kernel_weights, method, bits, bottleneck, exclude, validation) -> dict:
     start = time.perf_counter()
-    compressed, summary = _compress(model, method, bits, bottleneck, exclude)
+    compressed, summary = compress_with(model, method, bits, bottleneck, exclude)
     seconds = time.perf_counter() - start
     weights, layers = summary["total_weights"], summary["layers"]
     float_kernels = kernel_weights - weights
@@ -188,7 +188,7 @@ def _point(model, kernel_weights, method, bits, bottleneck, exclude, validation)
         "bits_per_weight_with_scales": (summary["total_bits"] + summary["total_scale_bits"])
         / weights,
         "bits_per_weight_all": stored / kernel_weights,
-        "val_accuracy": _accuracy(compressed, validation),
+        "val_accuracy": top1_accuracy(compressed, validation),
         "saved_bits_per_weight": summary["saved_bits"] / weights,
         "layers_a_s_above_0": sum(r.get("a_s", 0) > 0 for r in layers.values()),
         "layers_factoring_engaged": sum(r.get("factoring_engaged", False) for r in layers.values()),
@@ -221,7 +221,9 @@ def _plain_at(
     return max(fits, key=lambda p: p[key]) if fits else None
 
 
-def _comparison(points: Sequence[dict], baseline: str = "plain", method: str = "cbd") -> list[dict]:
+def method_comparison(
+    points: Sequence[dict], baseline: str = "plain", method: str = "cbd"
+) -> list[dict]:
     """Each point of the validation front of ``method`` (``"cbd"`` or ``"cbd_channel"``)
     against the best ``baseline`` point (``"plain"`` or ``"plain_layer"``) with at most as
     many bits/weight."""

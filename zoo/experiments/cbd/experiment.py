@@ -16,11 +16,11 @@ from melius_larq.cbd import (
 )
 from melius_larq.zoo.experiments.cbd.compression import (
     METHODS,
-    _comparison,
-    _compress,
-    _kernel_weights,
-    _point,
+    compress_with,
+    count_kernel_weights,
+    method_comparison,
     pareto_front,
+    sweep_point,
 )
 from melius_larq.zoo.experiments.cbd.report import (
     PLOT_NAME,
@@ -28,15 +28,15 @@ from melius_larq.zoo.experiments.cbd.report import (
     REFERENCE_DROP_PP,
     RESULTS_JSON,
     RESULTS_MD,
-    _plot,
     markdown,
+    plot_results,
 )
 from melius_larq.zoo.experiments.cbd.training import (
     NETWORKS,
     VALIDATION_FRACTION,
     Budget,
-    _accuracy,
-    _splits,
+    load_splits,
+    top1_accuracy,
     train_float,
 )
 
@@ -63,12 +63,12 @@ def _network(
     model, training = train_float(
         network, runs_dir, budget, data_dir=data_dir, splits=splits, verbose=verbose
     )
-    kernel_weights = _kernel_weights(model)
+    kernel_weights = count_kernel_weights(model)
     paths = [path for path, _ in walk_layers(model)]
     exclude = [pattern for pattern in exclude if fnmatch.filter(paths, pattern)]
     validation, test = splits["validation"], splits["test"]
-    float_val = _accuracy(model, validation)
-    float_test = _accuracy(model, test)  # the float model is a final point too
+    float_val = top1_accuracy(model, validation)
+    float_test = top1_accuracy(model, test)  # the float model is a final point too
     print(f"{network}: float validation {float_val:.2%}, test {float_test:.2%}", flush=True)
     settings = [("cbd", j, btn) for j in cbd_bits for btn in bottlenecks]
     settings += [("plain", b, None) for b in plain_bits]
@@ -76,7 +76,7 @@ def _network(
     settings += [("cbd_channel", j, btn) for j in cbd_channel_bits for btn in bottlenecks]
     points = []
     for method, bits, btn in settings:
-        p = _point(model, kernel_weights, method, bits, btn, exclude, validation)
+        p = sweep_point(model, kernel_weights, method, bits, btn, exclude, validation)
         points.append(p)
         print(
             f"{network}: {p['label']}: {p['bits_per_weight_all']:.3f} bits/weight, validation "
@@ -86,8 +86,8 @@ def _network(
     final = []
     for method in METHODS:
         for p in pareto_front([p for p in points if p["method"] == method]):
-            compressed, _ = _compress(model, method, p["bits"], p["bottleneck"], exclude)
-            acc = _accuracy(compressed, test)
+            compressed, _ = compress_with(model, method, p["bits"], p["bottleneck"], exclude)
+            acc = top1_accuracy(compressed, test)
             drop = (float_test - acc) * 100
             final.append(
                 {
@@ -108,9 +108,9 @@ def _network(
         "float": {"val_accuracy": float_val, "test_accuracy": float_test},
         "points": points,
         "final": final,
-        "comparison": _comparison(points),
-        "comparison_per_layer_scale": _comparison(points, "plain_layer"),
-        "comparison_per_channel_cbd": _comparison(points, "plain", "cbd_channel"),
+        "comparison": method_comparison(points),
+        "comparison_per_layer_scale": method_comparison(points, "plain_layer"),
+        "comparison_per_channel_cbd": method_comparison(points, "plain", "cbd_channel"),
     }
 
 
@@ -162,7 +162,7 @@ def run(
              "cbd_channel_bits": list(cbd_channel_bits), "bottlenecks": list(bottlenecks),
              "exclude": list(exclude)}  # fmt: skip
     check_settings(networks, **{k: v for k, v in sweep.items() if k != "exclude"})
-    splits = _splits(data_dir, eval_limit)
+    splits = load_splits(data_dir, eval_limit)
     results = [
         _network(network, (budgets or {}).get(network, Budget()), splits=splits,
                  runs_dir=runs_dir, data_dir=data_dir, verbose=verbose, **sweep)
@@ -181,7 +181,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json.dumps(result, indent=2) + "\n", out / RESULTS_JSON)
     write_text_atomic(markdown(result), out / RESULTS_MD)
-    _plot(results, out / PLOT_NAME)
+    plot_results(results, out / PLOT_NAME)
     return result
 
 

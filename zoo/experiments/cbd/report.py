@@ -15,7 +15,7 @@ REFERENCE_DROP_PP = 0.5
 RESULTS_JSON, RESULTS_MD, PLOT_NAME = "results.json", "results.md", "accuracy_vs_bits.png"
 
 
-def _plot(networks: list[dict], path: Path) -> None:
+def plot_results(networks: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

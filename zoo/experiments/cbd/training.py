@@ -64,7 +64,7 @@ def build_cnn(seed: int = 0) -> tf.keras.Model:
     return tf.keras.Model(inputs, outputs, name="vgg_small_fmnist")
 
 
-def _splits(data_dir, eval_limit: int | None = None) -> dict:
+def load_splits(data_dir, eval_limit: int | None = None) -> dict:
     """Preprocessed ``train``, ``validation`` (the last 10 % of the training images) and
     ``test`` arrays; ``eval_limit`` keeps the first N of validation and test."""
     images, labels = load_fashion_mnist("train", data_dir)
@@ -79,7 +79,7 @@ def _splits(data_dir, eval_limit: int | None = None) -> dict:
     }
 
 
-def _accuracy(model: tf.keras.Model, data: tuple[np.ndarray, np.ndarray]) -> float:
+def top1_accuracy(model: tf.keras.Model, data: tuple[np.ndarray, np.ndarray]) -> float:
     x, y = data
     correct = 0
     for start in range(0, len(y), EVAL_BATCH):
@@ -178,7 +178,7 @@ def train_float(
     if network not in NETWORKS:
         raise ValueError(f"Unknown network {network!r}; expected one of {NETWORKS}.")
     budget = _resolve(network, budget)
-    splits = splits or _splits(data_dir)
+    splits = splits or load_splits(data_dir)
     x, y = splits["train"]
     x, y = x[: budget.train_limit], y[: budget.train_limit]
     directory = Path(runs_dir) / _run_name(network, budget, len(y))
