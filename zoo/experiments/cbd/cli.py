@@ -23,54 +23,32 @@ DEFAULTS = {
 }  # fmt: skip
 
 
+def _numbers(values) -> str:
+    return " ".join(map(str, values))
+
+
+# The sweep's options: flag -> (type, nargs, metavar, help).
+SWEEP_OPTIONS = {
+    "--cbd-bits": (int, "*", "J", f"J of the CBD sweep (default {_numbers(CBD_BITS)})"),
+    "--plain-bits": (int, "*", "B", f"b of the plain sweep (default {_numbers(PLAIN_BITS)})"),
+    "--plain-layer-bits": (int, "*", "B", "b of the plain sweep with one scale per layer, CBD's "
+                           f"granularity (default {_numbers(PLAIN_BITS)}; none to skip)"),
+    "--cbd-channel-bits": (int, "*", "J", "J of CBD with one scale per output channel, the "
+                           f"baseline's granularity (default {_numbers(CBD_BITS)}; none to skip)"),
+    "--bottlenecks": (float, "+", None, f"CBD bottlenecks (default {_numbers(BOTTLENECKS)})"),
+}  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=cbd.__doc__.splitlines()[0])
     parser.add_argument("--results", default="docs/cbd_results", help="results directory")
     parser.add_argument("--runs", default="runs/cbd", help="training runs (reused when present)")
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
-    parser.add_argument(
-        "--cbd-bits",
-        type=int,
-        nargs="*",
-        metavar="J",
-        help=f"J of the CBD sweep (default {' '.join(map(str, CBD_BITS))})",
-    )
-    parser.add_argument(
-        "--plain-bits",
-        type=int,
-        nargs="*",
-        metavar="B",
-        help=f"b of the plain sweep (default {' '.join(map(str, PLAIN_BITS))})",
-    )
-    parser.add_argument(
-        "--plain-layer-bits",
-        type=int,
-        nargs="*",
-        metavar="B",
-        help="b of the plain sweep with one scale per layer, CBD's granularity (default "
-        f"{' '.join(map(str, PLAIN_BITS))}; none to skip)",
-    )
-    parser.add_argument(
-        "--cbd-channel-bits",
-        type=int,
-        nargs="*",
-        metavar="J",
-        help="J of CBD with one scale per output channel, the baseline's granularity (default "
-        f"{' '.join(map(str, CBD_BITS))}; none to skip)",
-    )
-    parser.add_argument(
-        "--bottlenecks",
-        type=float,
-        nargs="+",
-        help=f"CBD bottlenecks (default {' '.join(map(str, BOTTLENECKS))})",
-    )
-    parser.add_argument(
-        "--exclude",
-        nargs="+",
-        default=[],
-        help="glob patterns of layers kept in float32 by both methods (each applies to the "
-        "networks that have such a layer)",
-    )
+    for flag, (kind, nargs, metavar, text) in SWEEP_OPTIONS.items():
+        parser.add_argument(flag, type=kind, nargs=nargs, metavar=metavar, help=text)
+    parser.add_argument("--exclude", nargs="+", default=[], help="glob patterns of layers kept "
+                        "in float32 by both methods (each applies to the networks that have such "
+                        "a layer)")  # fmt: skip
     parser.add_argument("--vgg-epochs", type=int, help="default 15")
     parser.add_argument("--resnet-epochs", type=int, help="default 15")
     parser.add_argument("--resnet-width", type=float, help="ResNet-18 width (default 1.0)")
@@ -78,15 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resnet-lr", type=float, help=f"default {LEARNING_RATES['resnet18']}")
     parser.add_argument("--batch-size", type=int, help="default 128")
     parser.add_argument("--train-limit", type=int, help="train on the first N images only")
-    parser.add_argument(
-        "--eval-limit", type=int, help="evaluate on the first N validation and test images only"
-    )
+    parser.add_argument("--eval-limit", type=int,
+                        help="evaluate on the first N validation and test images only")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", help="directory with the Fashion-MNIST IDX files")
-    parser.add_argument(
-        "--smoke", action="store_true", help="tiny budget and sweep: checks the pipeline end to end"
-    )
-    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")  # fmt: skip
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny budget and sweep: checks the pipeline end to end")  # fmt: skip
+    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
     return parser
 
 
