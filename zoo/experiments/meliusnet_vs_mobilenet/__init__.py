@@ -79,7 +79,12 @@ from melius_larq.zoo.experiments.meliusnet_vs_mobilenet.recipes import (
     FLOAT_RECIPE,
     RECIPES,
 )
-from melius_larq.zoo.experiments.meliusnet_vs_mobilenet.report import RESULTS_STEM, markdown, plot
+from melius_larq.zoo.experiments.meliusnet_vs_mobilenet.report import (
+    PLOTS,
+    RESULTS_STEM,
+    markdown,
+    plot,
+)
 
 __all__ = [
     "BINARY_RECIPE",
@@ -92,6 +97,7 @@ __all__ = [
     "DEFAULT_WIDTHS",
     "FLOAT_RECIPE",
     "LATENCY",
+    "PLOTS",
     "QUICK",
     "RECIPES",
     "RESULTS_STEM",
