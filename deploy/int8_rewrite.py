@@ -565,16 +565,14 @@ def prepare_for_int8(
             the inputs each channel saw (see ``_presign_batchnorm_as_shift``).
         normalize_batchnorms: with ``calibration``, also divide every other BatchNorm's
             output channels by their calibration bound (the later layers divide it out).
-            Off by default: on the demo's MeliusNetTiny it cost 1.4 points of int8
-            validation top-1 (91.33 % against 92.75 %).
+            Off by default: it can cost int8 accuracy (see the int8 ablation,
+            ``python -m melius_larq.zoo.experiments.int8_ablation``).
         normalize_concat_inputs: with ``calibration``, scale the outputs of the binary
             layers and float convs whose outputs are concatenated to ``[-1, 1]`` per
             channel (see ``_concat_scales``); without it binary outputs are multiplied by
-            ``binary_output_scale``. On the demo's MeliusNetTiny: 92.75 % int8 validation
-            top-1 with it, 92.30 % without (float 92.80 %).
+            ``binary_output_scale``.
         constant_dead_channels: with ``calibration``, a BatchNorm input channel that never
-            moved keeps only its constant output (on the demo's model: 92.75 % int8
-            validation top-1 with this rule, 90.73 % without).
+            moved keeps only its constant output.
 
     Returns:
         The new functional model.

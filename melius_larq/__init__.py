@@ -3,7 +3,8 @@
 Importing this package selects Keras 2 (tf_keras) for TensorFlow, which larq needs: import it
 before TensorFlow, then ``import tensorflow as tf`` as usual. Sub-packages: ``melius_larq.bnnplus``
 (BNN+ training), ``melius_larq.cbd`` (composite binary decomposition), ``melius_larq.deploy``
-(LCE conversion, verification, benchmarks), ``melius_larq.zoo`` (datasets, recipes, training),
+(LCE conversion, verification, benchmarks), ``melius_larq.zoo`` (datasets, recipes, training;
+``melius_larq.zoo.experiments``: the experiments),
 ``melius_larq.float_models`` (float ResNet-18 and MobileNet-v1: teachers and baselines),
 ``melius_larq.binarynet`` (BinaryNetSmall, the BNN baseline of BNN+);
 the command line is ``melius-larq`` (``python -m melius_larq``).

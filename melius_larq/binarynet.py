@@ -15,8 +15,9 @@ differ only in the options chosen.
 These networks live in their own table, :data:`BASELINES`, rather than in the MeliusNet
 variant table (:data:`melius_larq.models.VARIANTS`): they have no stages of dense blocks,
 stems, presets or published weights, which the variant rows and every registry-wide test
-describe. :func:`melius_larq.create_model` and :func:`melius_larq.get_builder` find them by
-name; ``melius_larq.list_models(baselines=True)`` lists them.
+describe. The table is registered as the ``"baseline"`` family:
+:func:`melius_larq.create_model` and :func:`melius_larq.get_builder` find them by name;
+``melius_larq.list_models(baselines=True)`` lists them.
 
 Example:
     >>> import melius_larq
@@ -40,6 +41,7 @@ import larq as lq
 
 from melius_larq._compat import tf
 from melius_larq.bnnplus import BNNPlusConfig, resolve_binarization
+from melius_larq.registry import register_models
 
 __all__ = ["BASELINES", "BNN_CLIP", "BinaryNetSmall"]
 
@@ -169,3 +171,4 @@ def _bnn_quantizers() -> dict:
 
 # The baseline networks, by name: built by melius_larq.create_model like the registry's.
 BASELINES: dict[str, Callable[..., tf.keras.Model]] = {"BinaryNetSmall": BinaryNetSmall}
+register_models(BASELINES, family="baseline")

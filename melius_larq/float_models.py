@@ -23,9 +23,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from melius_larq._compat import tf
+from melius_larq.registry import register_models
 
 __all__ = ["FLOAT_MODELS", "MobileNetV1", "ResNet18", "create_float_model"]
 
@@ -171,3 +173,8 @@ def create_float_model(name: str, *, width: float = 1.0, **kwargs) -> tf.keras.M
         )
     key = "alpha" if name == "MobileNetV1" else "width"
     return FLOAT_MODELS[name](**{key: width}, **kwargs)
+
+
+# As the "float" family, every float model takes its width multiplier as ``width``.
+register_models({name: functools.partial(create_float_model, name) for name in FLOAT_MODELS},
+                family="float")  # fmt: skip

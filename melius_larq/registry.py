@@ -1,15 +1,25 @@
 """The model registry and the public, keyword-only builders.
 
-Every builder is generated from one row of :data:`melius_larq.models.VARIANTS`, so the
-numbers live in one table and every builder has the same signature. The paper-baseline
-networks of :data:`melius_larq.binarynet.BASELINES` (``BinaryNetSmall``) are built by name
-too, but listed only with ``list_models(baselines=True)``: they are not MeliusNet variants
-(no stems, presets, variant numbers or weights).
+Every model that :func:`create_model` builds by name is registered here, with its family:
+
+- ``"binary"``: the MeliusNet and BinaryDenseNet variants, one builder per row of
+  :data:`melius_larq.models.VARIANTS`, so the numbers live in one table and every builder has
+  the same signature. :func:`list_models` lists these by default.
+- ``"baseline"``: the paper-baseline networks of :data:`melius_larq.binarynet.BASELINES`
+  (``BinaryNetSmall``; no stems, presets, variant numbers or weights).
+- ``"float"``: the real-valued networks of :data:`melius_larq.float_models.FLOAT_MODELS`
+  (``width`` is their width multiplier).
+- ``"experiment"``: networks an experiment defines for itself, registered when its module
+  is imported (e.g. the 28x28 siblings of ``MeliusNetTiny``).
+
+Each module registers its own table once, with :func:`register_models`.
 
 Example:
     >>> import melius_larq
     >>> "MeliusNet22" in melius_larq.list_models()
     True
+    >>> melius_larq.list_models(family="float")
+    ['ResNet18', 'MobileNetV1']
     >>> model = melius_larq.create_model("MeliusNet22", input_shape=(64, 64, 3), num_classes=10)
     >>> model.output_shape
     (None, 10)
@@ -18,14 +28,18 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from melius_larq._compat import tf
-from melius_larq.binarynet import BASELINES
 from melius_larq.bnnplus import BNNPlusConfig
 from melius_larq.models import VARIANTS, VariantSpec, build_model
 
-__all__ = ["create_model", "get_model_spec", "list_models"]
+__all__ = [
+    "FAMILIES", "create_model", "get_builder", "get_model_spec", "list_models", "model_family",
+    "register_model", "register_models",
+]  # fmt: skip
+
+FAMILIES = ("binary", "baseline", "float", "experiment")
 
 _DOC = """Instantiates the {name} architecture ({kind}).
 
@@ -43,8 +57,9 @@ _DOC = """Instantiates the {name} architecture ({kind}).
             the feature map after the head's BN and ReLU.
         num_classes: number of classes of the classifier.
         stem: ``"grouped"`` (the authors' grouped 3x3 stem, used for all headline results),
-            ``"imagenet"`` (7x7/2 conv) or ``"thumbnail"`` (a single 3x3 conv with no
-            downsampling, for inputs below 50 px such as CIFAR or Fashion-MNIST).
+            ``"imagenet"`` (7x7/2 conv), ``"thumbnail"`` (a single 3x3 conv with no
+            downsampling, for inputs below 50 px such as CIFAR or Fashion-MNIST) or
+            ``"small"`` (a 3x3 conv, BN, ReLU and a 2x2 max-pool, for 28x28 inputs).
         preset: ``"lce"`` (default: the authors' training semantics with binary convs padded
             with +1, so that LCE accelerates every one), ``"reference"`` (the authors' code
             as written, with -1 padding, which LCE does not accelerate) or ``"larq_zoo"``
@@ -136,48 +151,93 @@ def _make_builder(spec: VariantSpec) -> Callable[..., tf.keras.Model]:
     return builder
 
 
-_BUILDERS: dict[str, Callable[..., tf.keras.Model]] = {
-    name: _make_builder(spec) for name, spec in VARIANTS.items()
-}
+# name -> (builder, family), in the order of registration.
+_MODELS: dict[str, tuple[Callable[..., tf.keras.Model], str]] = {}
 
 
-def list_models(filter: str = "", *, baselines: bool = False) -> list[str]:  # noqa: A002
+def register_model(name: str, builder: Callable[..., tf.keras.Model], *, family: str) -> None:
+    """Makes ``builder`` buildable by name with :func:`create_model`.
+
+    Args:
+        name: the model's name (matched case-insensitively).
+        builder: called with :func:`create_model`'s keyword arguments; returns a Keras model.
+        family: one of :data:`FAMILIES`.
+
+    Raises:
+        ValueError: for an unknown family, or a name that is already registered.
+    """
+    if family not in FAMILIES:
+        raise ValueError(
+            f"Unknown model family {family!r}; expected one of: {', '.join(FAMILIES)}."
+        )
+    taken = {n.lower(): n for n in _MODELS}
+    if not isinstance(name, str) or not name or name.lower() in taken:
+        raise ValueError(f"{name!r} is already a model name; pick another.")
+    _MODELS[name] = (builder, family)
+
+
+def register_models(table: Mapping[str, Callable[..., tf.keras.Model]], *, family: str) -> None:
+    """Registers every ``name: builder`` of a module's table (see :func:`register_model`)."""
+    for name, builder in table.items():
+        register_model(name, builder, family=family)
+
+
+def list_models(
+    filter: str = "",  # noqa: A002
+    *,
+    family: str | Sequence[str] | None = "binary",
+    baselines: bool = False,
+) -> list[str]:
     """Names of the registered models, optionally filtered by a glob such as ``"Melius*"``.
 
     Args:
         filter: a case-insensitive glob (timm's name for it); empty lists every model.
-        baselines: also list the paper-baseline networks of
-            :data:`melius_larq.binarynet.BASELINES` (after the MeliusNet family).
+        family: the family to list (:data:`FAMILIES`), several of them, or None for all.
+        baselines: also list the ``"baseline"`` family (after the others).
     """
-    names = list(_BUILDERS) + (list(BASELINES) if baselines else [])
+    families = FAMILIES if family is None else (family,) if isinstance(family, str) else family
+    for f in families:
+        if f not in FAMILIES:
+            raise ValueError(f"Unknown model family {f!r}; expected one of: {', '.join(FAMILIES)}.")
+    families = [*families, *(["baseline"] if baselines and "baseline" not in families else [])]
+    names = [n for f in families for n, (_, fam) in _MODELS.items() if fam == f]
     if filter:
         names = [n for n in names if fnmatch.fnmatch(n.lower(), filter.lower())]
     return names
 
 
 def _canonical(name: str) -> str:
-    lookup = {n.lower(): n for n in (*_BUILDERS, *BASELINES)}
+    lookup = {n.lower(): n for n in _MODELS}
     if not isinstance(name, str) or name.lower() not in lookup:
-        raise ValueError(
-            f"Unknown model {name!r}; expected one of: {', '.join((*_BUILDERS, *BASELINES))}."
-        )
+        raise ValueError(f"Unknown model {name!r}; expected one of: {', '.join(_MODELS)}.")
     return lookup[name.lower()]
+
+
+def model_family(name: str) -> str:
+    """The family (:data:`FAMILIES`) of a registered model (case-insensitive name).
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    return _MODELS[_canonical(name)][1]
 
 
 def get_model_spec(name: str) -> VariantSpec:
     """The :class:`VariantSpec` row of a registered model (case-insensitive name).
 
     Raises:
-        ValueError: for an unknown name, or a baseline network (which has no variant row).
+        ValueError: for an unknown name, or a model of another family than ``"binary"``
+            (which has no variant row).
     """
     canonical = _canonical(name)
-    if canonical in BASELINES:
-        raise ValueError(f"{canonical} is a baseline network, not a MeliusNet variant.")
+    family = _MODELS[canonical][1]
+    if family != "binary":
+        raise ValueError(f"{canonical} is a {family} network, not a MeliusNet variant.")
     return VARIANTS[canonical]
 
 
 def create_model(name: str, **kwargs) -> tf.keras.Model:
-    """Builds a registered (or baseline) model by name; ``kwargs`` go to its builder.
+    """Builds a registered model of any family by name; ``kwargs`` go to its builder.
 
     Arguments whose value is ``None`` are dropped, so one command line can drive every model.
 
@@ -190,6 +250,8 @@ def create_model(name: str, **kwargs) -> tf.keras.Model:
 
 
 def get_builder(name: str) -> Callable[..., tf.keras.Model]:
-    """The public builder function of a registered (or baseline) model."""
-    canonical = _canonical(name)
-    return _BUILDERS.get(canonical) or BASELINES[canonical]
+    """The builder function of a registered model."""
+    return _MODELS[_canonical(name)][0]
+
+
+register_models({name: _make_builder(spec) for name, spec in VARIANTS.items()}, family="binary")

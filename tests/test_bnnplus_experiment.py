@@ -6,8 +6,8 @@ import json
 import pytest
 
 from melius_larq import bnnplus
-from melius_larq.zoo import bnnplus_experiment as exp
 from melius_larq.zoo import stats
+from melius_larq.zoo.experiments import bnnplus as exp
 from melius_larq.zoo.recipes import apply_overrides, bnn_plus_options, get_recipe
 
 # The continued fraction of the incomplete beta function converges to ~1e-12; the reference
@@ -44,7 +44,7 @@ def test_welch_t_test_matches_reference_values():
 def _changed_options(overrides):
     """The BNNPlusConfig fields an arm changes against BNN+ with every ingredient off."""
     base = get_recipe(exp.BNN_RECIPE)
-    off = bnnplus.BNNPlusConfig(**bnn_plus_options(apply_overrides(base, exp._ALL_OFF)))
+    off = bnnplus.BNNPlusConfig(**bnn_plus_options(apply_overrides(base, exp.recipes._ALL_OFF)))
     arm = bnnplus.BNNPlusConfig(**bnn_plus_options(apply_overrides(base, overrides)))
     return {f.name for f in dataclasses.fields(off) if getattr(off, f.name) != getattr(arm, f.name)}
 
@@ -156,7 +156,7 @@ def test_cli_passes_budgets_seeds_and_quick_mode(tmp_path, monkeypatch, capsys):
         seen.update(kw, runs=runs, results=results)
         raise ValueError("stop here")
 
-    monkeypatch.setattr(exp, "run", fake_run)
+    monkeypatch.setattr(exp.cli, "run", fake_run)
     exp.main(["--step2-epochs", "20", "--seeds", "4", "5", "6", "--set", "batch_size=64"])
     assert seen["epochs"] == {1: 3, 2: 20, 3: 4} and seen["seeds"] == [4, 5, 6]
     assert seen["overrides"] == ["batch_size=64"] and seen["until"] == 3
@@ -178,10 +178,10 @@ def test_runs_read_back_after_a_default_changes_only_where_it_cannot_matter(tmp_
     base = get_recipe(exp.BNN_RECIPE)
     cases = [
         ({}, {"bnn_beta": 5.0, "bnn_weight_clip": 1.0}, None),  # STE: bnn_* are inert
-        ({**exp._ALL_OFF, "bnn_alpha_in_forward": True}, {"bnn_beta": 5.0}, None),
-        ({**exp._ALL_OFF, "bnn_activation": "sign_swish"}, {"bnn_beta": 5.0}, "bnn_beta"),
+        ({**exp.recipes._ALL_OFF, "bnn_alpha_in_forward": True}, {"bnn_beta": 5.0}, None),
+        ({**exp.recipes._ALL_OFF, "bnn_activation": "sign_swish"}, {"bnn_beta": 5.0}, "bnn_beta"),
         (
-            {**exp._ALL_OFF, "bnn_regularizer": "manhattan", "bnn_lambda": 0.3},
+            {**exp.recipes._ALL_OFF, "bnn_regularizer": "manhattan", "bnn_lambda": 0.3},
             {"bnn_lambda": 3.0},
             "bnn_lambda",
         ),  # fmt: skip

@@ -1,4 +1,4 @@
-"""The CBD-against-plain experiment (melius_larq.zoo.cbd_experiment) end to end, on a tiny
+"""The CBD-against-plain experiment (melius_larq.zoo.experiments.cbd) end to end, on a tiny
 Fashion-MNIST."""
 
 import json
@@ -9,8 +9,8 @@ import pytest
 
 from melius_larq._compat import tf
 from melius_larq.cbd import compress_model, grid, matricize
-from melius_larq.zoo import cbd_experiment
-from melius_larq.zoo.cbd_experiment import compress_cbd_per_channel, main, pareto_front, run
+from melius_larq.zoo.experiments import cbd as cbd_experiment
+from melius_larq.zoo.experiments.cbd import compress_cbd_per_channel, main, pareto_front, run
 
 # bits/weight are ratios of integer bit counts computed in float64: equal up to rounding.
 BITS_RTOL = 1e-12
@@ -174,8 +174,8 @@ def test_pipeline_end_to_end_and_reuse(tiny_fmnist, tmp_path, monkeypatch, capsy
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(cbd_experiment, "_train_vgg", no_training)
-    monkeypatch.setattr(cbd_experiment, "_train_resnet", no_training)
+    monkeypatch.setattr(cbd_experiment.training, "_train_vgg", no_training)
+    monkeypatch.setattr(cbd_experiment.training, "_train_resnet", no_training)
     budgets = {
         "vgg": cbd_experiment.Budget(epochs=1, batch_size=32, train_limit=256),
         "resnet18": cbd_experiment.Budget(epochs=1, batch_size=32, width=0.125, train_limit=256),

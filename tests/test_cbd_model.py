@@ -298,7 +298,7 @@ class TestTFLite:
 
 @pytest.mark.large
 def test_resnet18_benchmark_runs(tmp_path):
-    from melius_larq.deploy.bench_cbd import run
+    from melius_larq.zoo.experiments.cbd_compression_time import run
 
     result = run(tmp_path)
     assert result["compressed_layers"] == 21

@@ -14,7 +14,7 @@ require("larq_compute_engine")
 @pytest.mark.large  # three int8 conversions and a fine-tuning: ~25 s
 def test_int8_ablation_scores_every_arm_on_validation(tiny_fmnist, tmp_path):
     import melius_larq
-    from melius_larq.experiments import int8_ablation
+    from melius_larq.zoo.experiments import int8_ablation
 
     tf.keras.utils.set_random_seed(0)
     model = melius_larq.MeliusNetTiny(input_shape=(28, 28, 1), num_classes=10, stem="small")
@@ -35,7 +35,7 @@ def test_int8_ablation_scores_every_arm_on_validation(tiny_fmnist, tmp_path):
 
 
 def test_int8_ablation_rejects_bad_options(tmp_path, capsys):
-    from melius_larq.experiments import int8_ablation
+    from melius_larq.zoo.experiments import int8_ablation
 
     with pytest.raises(SystemExit) as err:
         int8_ablation.main([str(tmp_path / "missing.keras"), "--results", str(tmp_path)])

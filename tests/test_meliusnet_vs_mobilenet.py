@@ -12,9 +12,9 @@ from conftest import require, trained_like
 
 import melius_larq
 from melius_larq._compat import tf
-from melius_larq.experiments import meliusnet_vs_mobilenet as mvm
 from melius_larq.float_models import MobileNetV1
 from melius_larq.zoo import train as train_module
+from melius_larq.zoo.experiments import meliusnet_vs_mobilenet as mvm
 
 MIB = 2**20
 # Counts are integers and sizes their exact multiples; only float rounding of the MiB division.
@@ -185,8 +185,8 @@ def test_final_seeds_train_at_the_chosen_rate_only(monkeypatch, tmp_path):
         return {"learning_rate": lr, "seed": seed, "run_dir": str(run_dir),
                 "val_accuracy": val.get((lr, seed), 0.5), "train_seconds": 1.0}  # fmt: skip
 
-    monkeypatch.setattr(mvm, "_train_or_read", fake)
-    recipe = mvm._base_recipe({"name": "MeliusNetTiny", "kind": "binary",
+    monkeypatch.setattr(mvm.experiment, "_train_or_read", fake)
+    recipe = mvm.recipes.base_recipe({"name": "MeliusNetTiny", "kind": "binary",
                                "slug": "meliusnettiny"}, 1, None, ())  # fmt: skip
     chosen = mvm.train_and_choose(recipe, tmp_path, lrs=[0.01, 0.04], seeds=[0, 1],
                                   final_seeds=[5, 7])  # fmt: skip
@@ -330,7 +330,7 @@ def test_cli_reports_bad_input_in_one_line_and_passes_options(monkeypatch, capsy
         seen.update(kw, runs=runs, results=results)
         raise ValueError("stop")
 
-    monkeypatch.setattr(mvm, "run", fake_run)
+    monkeypatch.setattr(mvm.cli, "run", fake_run)
     mvm.main(["--widths", "0.125", "0.25", "--lrs", "0.01", "--epochs", "5", "--seeds", "1",
               "2", "--final-seeds", "3", "4", "--rounds", "7", "--set", "augment=none"])  # fmt: skip
     assert seen["widths"] == [0.125, 0.25] and seen["lrs"] == [0.01] and seen["epochs"] == 5

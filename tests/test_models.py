@@ -51,6 +51,24 @@ def test_registry_lists_every_builder():
     assert melius_larq.list_models("binarydense*") == [n for n in MODELS if "Dense" in n]
 
 
+def test_registry_lists_and_builds_the_other_families():
+    from melius_larq.registry import model_family
+
+    assert melius_larq.list_models(family="float") == ["ResNet18", "MobileNetV1"]
+    assert melius_larq.list_models(family="baseline") == ["BinaryNetSmall"]
+    everything = melius_larq.list_models(family=None)
+    assert everything[: len(MODELS)] == MODELS
+    assert {"ResNet18", "BinaryNetSmall"} <= set(everything)
+    assert model_family("mobilenetv1") == "float" and model_family("MeliusNet22") == "binary"
+    model = melius_larq.create_model("MobileNetV1", width=0.25, input_shape=(28, 28, 1),
+                                     num_classes=10)  # fmt: skip
+    assert model.output_shape == (None, 10) and model.get_layer("stem_conv").filters == 8
+    with pytest.raises(ValueError, match="float network"):
+        melius_larq.get_model_spec("ResNet18")
+    with pytest.raises(ValueError, match="'quantum'"):
+        melius_larq.list_models(family="quantum")
+
+
 def test_builders_share_one_keyword_only_signature():
     reference = inspect.signature(melius_larq.MeliusNet22)
     for name in MODELS:

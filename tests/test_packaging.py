@@ -1,5 +1,6 @@
 """One installed name: the wheel holds only ``melius_larq``, works outside the checkout, and
-its layers import one way (library <- deploy, zoo <- command line)."""
+its layers import one way (library <- deploy, zoo <- command line; the experiments import
+all of them and nothing imports the experiments)."""
 
 import ast
 import os
@@ -21,24 +22,33 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"melius_larq": "melius_larq", "deploy": "melius_larq.deploy", "zoo": "melius_larq.zoo"}
 
 
+# Package prefix -> layer, most specific first (the experiments live inside the zoo).
+LAYERS = {
+    "melius_larq.zoo.experiments": "experiments",
+    "melius_larq.cli": "cli",
+    "melius_larq.deploy": "deploy",
+    "melius_larq.zoo": "zoo",
+}
+
+
 def _layer(module: str) -> str:
     if module == "melius_larq.__main__":
         return "cli"
-    for layer in ("melius_larq.cli", "melius_larq.experiments", "melius_larq.deploy",
-                  "melius_larq.zoo"):  # fmt: skip
-        if module == layer or module.startswith(layer + "."):
-            return layer.split(".")[1]
+    for prefix, layer in LAYERS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
     return "library"
 
 
 # What each layer may import from the package: the library nothing above it, deploy and zoo
-# the library only (they are independent of each other), the command line everything.
+# the library only (they are independent of each other), the command line all three, the
+# experiments everything; no layer imports the experiments.
 ALLOWED = {
     "library": {"library"},
     "deploy": {"library", "deploy"},
     "zoo": {"library", "zoo"},
     "experiments": {"library", "deploy", "zoo", "experiments"},
-    "cli": {"library", "deploy", "zoo", "experiments", "cli"},
+    "cli": {"library", "deploy", "zoo", "cli"},
 }
 
 
@@ -82,6 +92,11 @@ def test_layer_rule_catches_a_planted_import(tmp_path):
     assert _layer("melius_larq.deploy.int8") == "deploy"
     assert "melius_larq.zoo.data" in set(_imports(planted))
     assert _layer("melius_larq.zoo.data") not in ALLOWED["deploy"]
+    planted.write_text("from melius_larq.zoo.experiments.cbd import run\n")
+    assert _layer("melius_larq.zoo.sweep") == "zoo"
+    assert _layer("melius_larq.zoo.experiments.cbd") == "experiments"
+    assert "melius_larq.zoo.experiments.cbd" in set(_imports(planted))
+    assert not any("experiments" in ALLOWED[layer] for layer in ("library", "deploy", "zoo", "cli"))
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +128,7 @@ def test_wheel_installs_one_name(wheel):
     assert top == {"melius_larq"}
     expected = {f"{pkg.replace('.', '/')}/{p}" for pkg, p in (
         ("melius_larq.deploy", "convert.py"), ("melius_larq.zoo", "train.py"),
+        ("melius_larq.zoo.experiments", "__init__.py"),
         ("melius_larq.cli", "__init__.py"), ("melius_larq", "__main__.py"),
     )}  # fmt: skip
     assert expected <= set(names)

@@ -104,6 +104,25 @@ def test_training_monitors_validation_and_tests_once(tiny_fmnist, tmp_path, monk
     assert (tmp_path / "run" / metrics["best_val_checkpoint"]).exists()
 
 
+def test_train_or_load_reads_a_finished_run_back(tmp_path, monkeypatch):
+    import melius_larq.zoo.train as train_mod
+
+    recipe = get_recipe("meliusnettiny_fashion_mnist")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(recipe.to_dict()))
+    (run / "metrics.json").write_text(json.dumps({"val_accuracy": 0.5, "test_accuracy": 0.25}))
+    # alpha_mean has no value in the first epoch; a non-numeric column is left out too
+    (run / "history.csv").write_text("epoch,val_accuracy,alpha_mean,note\n0,0.25,,a\n1,0.5,0.1,b\n")
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("trained"))
+    record = train_mod.train_or_load(recipe, run)
+    assert record["metrics"]["test_accuracy"] == 0.25 and record["train_seconds"] is None
+    assert record["history"] == {"epoch": [0.0, 1.0], "val_accuracy": [0.25, 0.5]}
+    assert (record["seed"], record["learning_rate"]) == (recipe.seed, recipe.learning_rate)
+    with pytest.raises(ValueError, match="epochs"):
+        train_mod.train_or_load(apply_overrides(recipe, {"epochs": 9}), run)
+
+
 def test_sweep_chooses_on_validation_and_reuses_finished_runs(tiny_fmnist, tmp_path, monkeypatch):
     import melius_larq.zoo.train as train_mod
 
@@ -530,8 +549,8 @@ def test_tfds_datasets_hold_out_the_end_of_train(monkeypatch):
 
 
 def test_register_model_refuses_existing_names():
-    from melius_larq.zoo.train import register_model
+    from melius_larq.registry import register_model
 
     for name in ("MeliusNet22", "meliusnet22", "ResNet18"):
         with pytest.raises(ValueError, match="already a model name"):
-            register_model(name, lambda **kw: None)
+            register_model(name, lambda **kw: None, family="experiment")

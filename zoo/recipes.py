@@ -176,16 +176,6 @@ RECIPES: dict[str, Recipe] = {
         # do not apply to this network.
         Recipe("binarynet_fashion_mnist", "BinaryNetSmall", "fashion_mnist", 10, 128, 0.003,
                optimizer="adam", beta_1=0.9, epsilon=1e-7, input_size=28, augment="none"),
-        # The recipe family of the MeliusNet vs MobileNet-v1 comparison
-        # (melius_larq.experiments.meliusnet_vs_mobilenet): one optimizer, schedule, batch, budget and
-        # augmentation for the binary networks (the model field names one of them; the
-        # experiment swaps in the others) and for the float MobileNet-v1 (any width). The
-        # learning rate is chosen per network on validation; the one here is the middle of
-        # the experiment's grid.
-        Recipe("mvm_binary_fashion_mnist", "MeliusNetTiny", "fashion_mnist", 3, 128, 0.006,
-               stem="small", input_size=28, augment="flip_crop"),
-        Recipe("mvm_float_fashion_mnist", "MobileNetV1", "fashion_mnist", 3, 128, 0.006,
-               width=1.0, input_size=28, augment="flip_crop"),
     )
 }  # fmt: skip
 
@@ -301,17 +291,18 @@ def check_recipe(recipe: Recipe) -> None:
         raise ValueError(f"validation_fraction={recipe.validation_fraction!r} is outside [0, 0.5].")
     if not (math.isfinite(recipe.width) and recipe.width > 0):
         raise ValueError(f"width={recipe.width!r} must be a finite number > 0.")
-    from melius_larq.float_models import FLOAT_MODELS
+    from melius_larq.registry import list_models, model_family
 
-    if recipe.model in FLOAT_MODELS and recipe.binarization != "ste":
+    family = model_family(recipe.model) if recipe.model in list_models(family=None) else None
+    if family == "float" and recipe.binarization != "ste":
         raise ValueError(
             f"binarization={recipe.binarization!r} does not apply to the float model "
             f"{recipe.model!r}."
         )
-    if recipe.model not in FLOAT_MODELS and recipe.width != 1.0:
+    if family != "float" and recipe.width != 1.0:
+        floats = ", ".join(list_models(family="float"))
         raise ValueError(
-            f"width={recipe.width} applies to the float models ({', '.join(FLOAT_MODELS)}), "
-            f"not to {recipe.model!r}."
+            f"width={recipe.width} applies to the float models ({floats}), not to {recipe.model!r}."
         )
     if recipe.train_limit is not None and recipe.train_limit < 1:
         raise ValueError(f"train_limit={recipe.train_limit!r} must be a positive integer.")
@@ -327,9 +318,7 @@ def check_recipe(recipe: Recipe) -> None:
                     f"{key}={getattr(recipe, key)!r} conflicts with binarization='ste': the "
                     "bnn_* options apply to binarization=bnn+."
                 )
-    from melius_larq.binarynet import BASELINES
-
-    if recipe.model in BASELINES:
+    if family == "baseline":
         for key, default in (("stem", "grouped"), ("preset", "lce")):
             if getattr(recipe, key) != default:
                 raise ValueError(

@@ -1,4 +1,5 @@
-"""Statistics for comparing training runs over seeds: mean ± std and Welch's t-test.
+"""Statistics for comparing training runs over seeds: mean ± std, Welch's t-test, and the
+percentages the experiments' tables print.
 
 No SciPy: Student's t p-values come from the regularized incomplete beta function, checked
 against reference values in the tests.
@@ -10,7 +11,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-__all__ = ["mean_std", "welch_t_test"]
+__all__ = ["mean_std", "percent", "welch_t_test"]
 
 
 def _betainc(a: float, b: float, x: float) -> float:
@@ -74,3 +75,11 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def percent(value: float | None, std: float | None = None, *, missing: str = "-") -> str:
+    """A fraction as a percentage with two decimals, ``"91.20 ± 0.31"`` with a standard
+    deviation (also a fraction); ``missing`` for a value of None."""
+    if value is None:
+        return missing
+    return f"{100 * value:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")

@@ -22,7 +22,6 @@ leaving one ingredient out at a time::
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import statistics
@@ -32,7 +31,7 @@ from pathlib import Path
 from melius_larq._io import save_figure, write_text_atomic
 from melius_larq._optional import pyplot
 from melius_larq.zoo.recipes import apply_overrides, get_recipe
-from melius_larq.zoo.stats import mean_std, welch_t_test
+from melius_larq.zoo.stats import mean_std, percent, welch_t_test
 
 __all__ = ["main", "run_sweep"]
 
@@ -90,7 +89,7 @@ def run_sweep(recipe_name, out, *, grid=None, overrides=(), seeds=(0,), data_dir
         ValueError: for an unknown recipe or key, a value of the wrong type, or a run
             directory that holds a run with other settings (all before any training starts).
     """
-    from melius_larq.zoo.train import check_run_settings, train
+    from melius_larq.zoo.train import check_run_settings, train_or_load
 
     grid = grid or {}
     if arms is not None and grid:
@@ -114,17 +113,13 @@ def run_sweep(recipe_name, out, *, grid=None, overrides=(), seeds=(0,), data_dir
     for tag, recipe in recipes.items():
         runs = []
         for seed in seeds:
-            run_dir = Path(out) / tag / f"seed_{seed}"
-            metrics_file = run_dir / "metrics.json"
-            if not metrics_file.exists():
-                train(apply_overrides(recipe, {"seed": seed}), run_dir, data_dir=data_dir,
-                      resume=(run_dir / "config.json").exists(), verbose=verbose)  # fmt: skip
-            metrics = json.loads(metrics_file.read_text())
-            with open(run_dir / "history.csv") as f:
-                curve = [float(r["val_accuracy"]) for r in csv.DictReader(f)]
-            runs.append({"seed": seed, "run_dir": str(run_dir), "val_curve": curve,
-                         "val_accuracy": metrics["val_accuracy"],
-                         "test_accuracy": metrics["test_accuracy"]})  # fmt: skip
+            record = train_or_load(apply_overrides(recipe, {"seed": seed}),
+                                   Path(out) / tag / f"seed_{seed}", data_dir=data_dir,
+                                   verbose=verbose)  # fmt: skip
+            runs.append({"seed": seed, "run_dir": record["run_dir"],
+                         "val_curve": record["history"]["val_accuracy"],
+                         "val_accuracy": record["metrics"]["val_accuracy"],
+                         "test_accuracy": record["metrics"]["test_accuracy"]})  # fmt: skip
             print(json.dumps({"tag": tag, **runs[-1]}), flush=True)
         val = mean_std([r["val_accuracy"] for r in runs])
         test = mean_std([r["test_accuracy"] for r in runs])
@@ -165,8 +160,8 @@ def _markdown(result: dict) -> str:
         curve = " / ".join(f"{100 * v:.2f}" for v in _mean_curve(c["runs"]))
         mark = {result["chosen"]: " (chosen)", reference: " (reference)"}.get(c["tag"], "")
         lines.append(
-            f"| {c['tag']}{mark} | {100 * c['val_mean']:.2f} ± {100 * c['val_std']:.2f} | "
-            f"{100 * c['test_mean']:.2f} ± {100 * c['test_std']:.2f} | {curve} |"
+            f"| {c['tag']}{mark} | {percent(c['val_mean'], c['val_std'])} | "
+            f"{percent(c['test_mean'], c['test_std'])} | {curve} |"
         )
     anchor = next(c for c in result["configs"] if c["tag"] in (result["chosen"], reference))
     tests = []

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,12 @@ import numpy as np
 import melius_larq
 from melius_larq._compat import tf
 from melius_larq._io import atomic_path, save_figure, write_text_atomic
-from melius_larq.binarynet import BASELINES
+from melius_larq._optional import pyplot
 from melius_larq.bnnplus import BNNPlusConfig, BNNPlusDiagnostics, bnn_plus_layers
 from melius_larq.distillation import Distiller
-from melius_larq.float_models import FLOAT_MODELS, create_float_model
 from melius_larq.optimizers import RAdam
 from melius_larq.precision import precision_policy
+from melius_larq.registry import model_family
 from melius_larq.zoo.distill import load_teacher, resolve_teacher
 from melius_larq.zoo.folder import is_image_folder, scan_image_folder
 from melius_larq.zoo.pipeline import DATASETS, IMAGE_SHAPES, make_dataset, num_classes
@@ -32,8 +34,8 @@ from melius_larq.zoo.recipes import (
 )
 
 __all__ = [
-    "NaNLossError", "check_run_settings", "evaluate", "make_strategy", "register_model",
-    "resume_recipe", "train",
+    "NaNLossError", "check_run_settings", "evaluate", "make_strategy", "read_history",
+    "resume_recipe", "train", "train_or_load",
 ]  # fmt: skip
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -100,28 +102,28 @@ def _task_name() -> str:
     return f"{task.get('type', 'chief')}_{task.get('index', 0)}"
 
 
-# Models that recipes may name besides the registry's and the float models:
-# name -> builder(input_shape=, num_classes=, stem=, preset=), see register_model.
-_EXTRA_BUILDERS: dict = {}
+# The recipe fields that the builders of each model family take (melius_larq.registry);
+# ``binarization`` only when it is not the default, with the recipe's BNN+ options.
+_FAMILY_FIELDS = {
+    "binary": ("stem", "preset", "binarization"),
+    "experiment": ("stem", "preset", "binarization"),
+    "baseline": ("binarization",),  # the baseline networks have no stem or preset
+    "float": ("width",),
+}
 
 
-def register_model(name: str, builder) -> None:
-    """Makes ``builder`` trainable by name in recipes (``Recipe.model``).
-
-    Args:
-        name: the model name recipes use; must not shadow a registry or float model.
-        builder: called as ``builder(input_shape=, num_classes=, stem=, preset=)``.
-
-    Raises:
-        ValueError: for a name that the registry or the float models already have.
-    """
-    if name in FLOAT_MODELS or name.lower() in (n.lower() for n in melius_larq.list_models()):
-        raise ValueError(f"{name!r} is already a model name; pick another.")
-    _EXTRA_BUILDERS[name] = builder
+def _model_options(recipe: Recipe) -> dict:
+    """The builder keyword arguments that the recipe sets for its model's family."""
+    options = {f: getattr(recipe, f) for f in _FAMILY_FIELDS[model_family(recipe.model)]}
+    if options.get("binarization") == "ste":
+        del options["binarization"]
+    elif "binarization" in options:
+        options["bnn_plus"] = bnn_plus_options(recipe)
+    return options
 
 
 def build_model(recipe: Recipe, num_classes: int | None = None) -> tf.keras.Model:
-    """The recipe's model (registry or float model), under the recipe's precision policy.
+    """The recipe's model (any registered model), under the recipe's precision policy.
 
     With a mixed policy the layers compute in 16 bits and keep float32 variables; the
     classifier's softmax stays float32. The global policy is restored afterwards.
@@ -130,17 +132,7 @@ def build_model(recipe: Recipe, num_classes: int | None = None) -> tf.keras.Mode
     shape = {"input_shape": (recipe.input_size, recipe.input_size, channels),
              "num_classes": num_classes or DATASETS[recipe.dataset]}  # fmt: skip
     with precision_policy(recipe.precision):
-        if recipe.model in FLOAT_MODELS:
-            return create_float_model(recipe.model, width=recipe.width, **shape)
-        if recipe.model in _EXTRA_BUILDERS:
-            return _EXTRA_BUILDERS[recipe.model](stem=recipe.stem, preset=recipe.preset, **shape)
-        kwargs = {}
-        if recipe.binarization != "ste":
-            kwargs["binarization"] = recipe.binarization
-            kwargs["bnn_plus"] = bnn_plus_options(recipe)
-        if recipe.model not in BASELINES:  # the baseline networks have no stem or preset
-            kwargs.update(stem=recipe.stem, preset=recipe.preset)
-        return melius_larq.create_model(recipe.model, **shape, **kwargs)
+        return melius_larq.create_model(recipe.model, **shape, **_model_options(recipe))
 
 
 def _bnn_plus_callbacks(recipe: Recipe, model: tf.keras.Model) -> list:
@@ -188,10 +180,7 @@ def _optimizer(recipe: Recipe, steps_per_epoch: int):
 def _plot_history(history_csv: Path, out: Path, test: dict | None = None) -> None:
     """Loss and accuracy by epoch (training and validation), with the test result of the
     final weights as one marker at the last epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The training curves")
 
     with open(history_csv) as f:
         rows = list(csv.DictReader(f))
@@ -301,6 +290,119 @@ def _build_training_state(
     fit_model.compiled_metrics.build(y_pred, y_true)
 
 
+def _check_start(recipe: Recipe, run_dir: Path, resume: bool, strategy: str):
+    """The distribution strategy, after the checks that need no data.
+
+    Raises:
+        ValueError: for a run directory that holds a run (without ``resume``) or nothing to
+            resume, a bad recipe, or a batch size that does not divide across replicas.
+    """
+    if run_dir.exists() and (run_dir / "config.json").exists() and not resume:
+        raise ValueError(f"{str(run_dir)!r} already holds a run: pass --resume or another --out.")
+    if resume and not (run_dir / "config.json").exists():
+        raise ValueError(f"Nothing to resume in {str(run_dir)!r} (no config.json).")
+    check_recipe(recipe)
+    dist = make_strategy(strategy)
+    replicas = dist.num_replicas_in_sync
+    if recipe.batch_size % replicas:
+        raise ValueError(
+            f"batch_size={recipe.batch_size} does not divide across {replicas} replicas; use "
+            f"a multiple of {replicas}."
+        )
+    return dist
+
+
+def _datasets(recipe: Recipe, data_dir) -> dict:
+    """The training, validation and test datasets (None where there is no such split), their
+    sizes, and the number of classes."""
+    split = {"data_dir": data_dir, "validation_fraction": recipe.validation_fraction}
+    size = {"image_size": recipe.input_size}
+    train_ds, train_size = make_dataset(
+        recipe.dataset, "train", batch_size=recipe.batch_size, augment=recipe.augment,
+        limit=recipe.train_limit, seed=recipe.seed, **size, **split,
+    )  # fmt: skip
+    eval_batch = max(256, recipe.batch_size)
+    val_ds, val_size = None, 0
+    if recipe.validation_fraction:
+        val_ds, val_size = make_dataset(recipe.dataset, "validation", batch_size=eval_batch,
+                                        **size, **split)  # fmt: skip
+    test_ds, test_size = None, 0
+    folder = is_image_folder(data_dir)
+    if not folder or scan_image_folder(data_dir, check_images=False).test is not None:
+        test_ds, test_size = make_dataset(recipe.dataset, "test", batch_size=eval_batch,
+                                          **size, **split)  # fmt: skip
+    return {"train": train_ds, "validation": val_ds, "test": test_ds, "train_size": train_size,
+            "validation_size": val_size, "test_size": test_size,
+            "classes": num_classes(recipe.dataset, data_dir)}  # fmt: skip
+
+
+def _compiled_models(recipe: Recipe, data: dict, teacher_path) -> tuple:
+    """``(model, fit_model)``: the compiled model, and what ``fit`` trains (the model, or a
+    :class:`~melius_larq.distillation.Distiller` around it with the teacher)."""
+    steps = max(1, data["train_size"] // recipe.batch_size)
+    model = build_model(recipe, num_classes=data["classes"])
+    loss = tf.keras.losses.SparseCategoricalCrossentropy()
+    if teacher_path:
+        teacher = load_teacher(teacher_path, model)
+        fit_model = Distiller(model, teacher, kd_weight=recipe.kd_weight,
+                              temperature=recipe.kd_temperature)  # fmt: skip
+        fit_model.compile(optimizer=_optimizer(recipe, steps), metrics=["accuracy"],
+                          jit_compile=recipe.jit_compile)  # fmt: skip
+        model.compile(loss=loss, metrics=["accuracy"])
+    else:
+        fit_model = model
+        model.compile(optimizer=_optimizer(recipe, steps), loss=loss, metrics=["accuracy"],
+                      jit_compile=recipe.jit_compile)  # fmt: skip
+    _build_training_state(fit_model, model, data["train"])
+    return model, fit_model
+
+
+def _write_config(recipe: Recipe, run_dir: Path, data_dir) -> None:
+    """``config.json`` (the resolved recipe) and, for an image folder, ``classes.json``."""
+    write_text_atomic(json.dumps(recipe.to_dict(), indent=2) + "\n", run_dir / "config.json")
+    if is_image_folder(data_dir):
+        names = list(scan_image_folder(data_dir, check_images=False).classes)
+        write_text_atomic(json.dumps(names, indent=2) + "\n", run_dir / "classes.json")
+
+
+def _callbacks(recipe: Recipe, model, out: Path, resume: bool) -> list:
+    """The callbacks of ``fit``: NaN stop, backup for resume, BNN+ diagnostics, history CSV,
+    checkpoints and TensorBoard, all writing into ``out``."""
+    return [
+        _StopOnNaN(),
+        tf.keras.callbacks.BackupAndRestore(str(out / "backup")),
+        *_bnn_plus_callbacks(recipe, model),  # before CSVLogger, which writes their logs
+        tf.keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+        _AtomicCheckpoint(out / "checkpoints"),
+        tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
+    ]
+
+
+def _final_metrics(recipe, model, fit_model, data: dict, history: dict, history_csv,
+                   **extra) -> dict:  # fmt: skip
+    """The run's ``metrics.json``: sizes, steps and ``extra``, the final validation metrics and
+    the best validation epoch, and the test metrics of the final weights."""
+    metrics = {"epochs": recipe.epochs,
+               "optimizer_steps": int(tf.keras.backend.get_value(fit_model.optimizer.iterations)),
+               "train_images": data["train_size"], "validation_images": data["validation_size"],
+               "test_images": data["test_size"], **extra}  # fmt: skip
+    if data["validation"] is not None:
+        if recipe.precision == "float32":
+            # the last epoch's validation ran with the final weights
+            val_loss, val_accuracy = history["val_loss"][-1], history["val_accuracy"][-1]
+        else:
+            val_loss, val_accuracy = model.evaluate(data["validation"], verbose=0)
+        metrics.update(val_loss=float(val_loss), val_accuracy=float(val_accuracy))
+        metrics.update(_best_validation_epoch(history_csv, history))
+    if data["test"] is not None:
+        # The test set is evaluated once, with the final weights, after every choice is made.
+        loss, accuracy = model.evaluate(data["test"], verbose=0)
+        metrics.update(test_loss=float(loss), test_accuracy=float(accuracy))
+    else:
+        metrics.update(test_loss=None, test_accuracy=None)
+    return metrics
+
+
 def train(
     recipe: Recipe,
     run_dir: str | os.PathLike,
@@ -323,86 +425,26 @@ def train(
         NaNLossError: when the loss becomes non-finite.
     """
     run_dir = Path(run_dir)
-    if run_dir.exists() and (run_dir / "config.json").exists() and not resume:
-        raise ValueError(f"{str(run_dir)!r} already holds a run: pass --resume or another --out.")
-    if resume and not (run_dir / "config.json").exists():
-        raise ValueError(f"Nothing to resume in {str(run_dir)!r} (no config.json).")
-    check_recipe(recipe)
-    dist = make_strategy(strategy)
-    replicas = dist.num_replicas_in_sync
-    if recipe.batch_size % replicas:
-        raise ValueError(
-            f"batch_size={recipe.batch_size} does not divide across {replicas} replicas; use "
-            f"a multiple of {replicas}."
-        )
+    dist = _check_start(recipe, run_dir, resume, strategy)
     chief = _is_chief()
     tf.keras.utils.set_random_seed(recipe.seed)
     # Everything that can fail on bad input (data, teacher) is resolved before the run
     # directory gets its config.json, so a failed start leaves no run behind.
     teacher_path = resolve_teacher(recipe, run_dir, data_dir=data_dir) if recipe.teacher else None
-    split = {"data_dir": data_dir, "validation_fraction": recipe.validation_fraction}
-    folder = is_image_folder(data_dir)
-    train_ds, train_size = make_dataset(
-        recipe.dataset, "train", batch_size=recipe.batch_size, augment=recipe.augment,
-        limit=recipe.train_limit, seed=recipe.seed, image_size=recipe.input_size, **split,
-    )  # fmt: skip
-    eval_batch = max(256, recipe.batch_size)
-    val_ds, val_size = (
-        make_dataset(
-            recipe.dataset,
-            "validation",
-            batch_size=eval_batch,
-            image_size=recipe.input_size,
-            **split,
-        )  # fmt: skip
-        if recipe.validation_fraction
-        else (None, 0)
-    )
-    test_ds, test_size = None, 0
-    if not folder or scan_image_folder(data_dir, check_images=False).test is not None:
-        test_ds, test_size = make_dataset(recipe.dataset, "test", batch_size=eval_batch,
-                                          image_size=recipe.input_size, **split)  # fmt: skip
-    classes = num_classes(recipe.dataset, data_dir)
-    steps = max(1, train_size // recipe.batch_size)
+    data = _datasets(recipe, data_dir)
     with dist.scope():
-        model = build_model(recipe, num_classes=classes)
-        if teacher_path:
-            teacher = load_teacher(teacher_path, model)
-            fit_model = Distiller(model, teacher, kd_weight=recipe.kd_weight,
-                                  temperature=recipe.kd_temperature)  # fmt: skip
-            fit_model.compile(optimizer=_optimizer(recipe, steps), metrics=["accuracy"],
-                              jit_compile=recipe.jit_compile)  # fmt: skip
-            model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-                          metrics=["accuracy"])  # fmt: skip
-        else:
-            fit_model = model
-            model.compile(
-                optimizer=_optimizer(recipe, steps),
-                loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-                metrics=["accuracy"],
-                jit_compile=recipe.jit_compile,
-            )
-        _build_training_state(fit_model, model, train_ds)
+        model, fit_model = _compiled_models(recipe, data, teacher_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     if chief:
-        write_text_atomic(json.dumps(recipe.to_dict(), indent=2) + "\n", run_dir / "config.json")
-        if folder:
-            names = list(scan_image_folder(data_dir, check_images=False).classes)
-            write_text_atomic(json.dumps(names, indent=2) + "\n", run_dir / "classes.json")
+        _write_config(recipe, run_dir, data_dir)
     # Every worker runs the same callbacks: saving reads sync-on-read variables (BN
     # statistics) through collective ops, which must happen on all workers in the same order.
     # Workers other than the chief write into a scratch directory of their own.
     out = run_dir if chief else run_dir / "workers" / _task_name()
-    callbacks = [
-        _StopOnNaN(),
-        tf.keras.callbacks.BackupAndRestore(str(out / "backup")),
-        *_bnn_plus_callbacks(recipe, model),  # before CSVLogger, which writes their logs
-        tf.keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
-        _AtomicCheckpoint(out / "checkpoints"),
-        tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
-    ]
-    history = fit_model.fit(train_ds, epochs=recipe.epochs, validation_data=val_ds,
-                            callbacks=callbacks, verbose=verbose).history  # fmt: skip
+    callbacks = _callbacks(recipe, model, out, resume)
+    fitted = fit_model.fit(data["train"], epochs=recipe.epochs, callbacks=callbacks,
+                           validation_data=data["validation"], verbose=verbose)  # fmt: skip
+    history = fitted.history
     if strategy == "multi-worker":
         # every worker keeps its final weights, so that their equality can be checked
         task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -411,31 +453,76 @@ def train(
     if recipe.precision != "float32":
         with dist.scope():
             model = as_float32(recipe, model)
-    metrics = {"epochs": recipe.epochs, "optimizer_steps": int(tf.keras.backend.get_value(fit_model.optimizer.iterations)),
-               "train_images": train_size,
-               "validation_images": val_size, "test_images": test_size, "replicas": replicas}  # fmt: skip
+    extra = {"replicas": dist.num_replicas_in_sync}
     if teacher_path:
-        metrics["teacher"] = str(teacher_path)
-    if val_ds is not None:
-        if recipe.precision == "float32":
-            # the last epoch's validation ran with the final weights
-            val_loss, val_accuracy = history["val_loss"][-1], history["val_accuracy"][-1]
-        else:
-            val_loss, val_accuracy = model.evaluate(val_ds, verbose=0)
-        metrics.update(val_loss=float(val_loss), val_accuracy=float(val_accuracy))
-        metrics.update(_best_validation_epoch(run_dir / "history.csv" if chief else None, history))
-    if test_ds is not None:
-        # The test set is evaluated once, with the final weights, after every choice is made.
-        loss, accuracy = model.evaluate(test_ds, verbose=0)
-        metrics.update(test_loss=float(loss), test_accuracy=float(accuracy))
-    else:
-        metrics.update(test_loss=None, test_accuracy=None)
+        extra["teacher"] = str(teacher_path)
+    metrics = _final_metrics(recipe, model, fit_model, data, history,
+                             run_dir / "history.csv" if chief else None, **extra)  # fmt: skip
     with atomic_path(out / "model.keras") as tmp:
         model.save(tmp)
     if chief:
         write_text_atomic(json.dumps(metrics, indent=2) + "\n", run_dir / "metrics.json")
-        _plot_history(run_dir / "history.csv", run_dir / "curves.png", metrics)
+        try:
+            _plot_history(run_dir / "history.csv", run_dir / "curves.png", metrics)
+        except ImportError as err:  # the run is complete without its plot
+            logging.getLogger(__name__).warning("no curves.png: %s", err)
     return {"model": model, **metrics}
+
+
+# The wall-clock seconds of the call that finished a run, beside the run's own files.
+TRAIN_TIME_FILE = "experiment.json"
+
+
+def read_history(run_dir) -> dict[str, list[float]]:
+    """A run's ``history.csv`` as columns of floats (the columns with a number in every
+    epoch)."""
+    with open(Path(run_dir) / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    columns = {}
+    for key in rows[0] if rows else ():
+        try:
+            columns[key] = [float(r[key]) for r in rows]
+        except (TypeError, ValueError):  # an empty or non-numeric cell
+            continue
+    return columns
+
+
+def train_or_load(recipe: Recipe, run_dir, *, data_dir: str | None = None, verbose: int = 1):
+    """Trains ``recipe`` into ``run_dir``, or reads the run back when it has finished there.
+
+    An unfinished run (``config.json`` but no ``metrics.json``) resumes where it stopped. The
+    seconds of the call that finishes a run are kept in ``run_dir/experiment.json``.
+
+    Returns:
+        ``{"run_dir", "seed", "learning_rate", "train_seconds", "metrics", "history"}``:
+        ``metrics`` is the run's ``metrics.json``, ``history`` its :func:`read_history`,
+        ``train_seconds`` None for a run trained by another command.
+
+    Raises:
+        ValueError: for a run directory that holds a run with other settings (see
+            :func:`check_run_settings`), before anything trains.
+    """
+    run_dir = Path(run_dir)
+    check_run_settings(recipe, run_dir)
+    timing = run_dir / TRAIN_TIME_FILE
+    if not (run_dir / "metrics.json").exists():
+        print(f"\n== {run_dir} ==", flush=True)
+        start = time.perf_counter()
+        train(recipe, run_dir, resume=(run_dir / "config.json").exists(), data_dir=data_dir,
+              verbose=verbose)  # fmt: skip
+        seconds = round(time.perf_counter() - start, 1)
+        write_text_atomic(json.dumps({"train_seconds": seconds}) + "\n", timing)
+        tf.keras.backend.clear_session()
+    return {
+        "run_dir": str(run_dir),
+        "seed": recipe.seed,
+        "learning_rate": recipe.learning_rate,
+        "train_seconds": json.loads(timing.read_text()).get("train_seconds")
+        if timing.exists()
+        else None,
+        "metrics": json.loads((run_dir / "metrics.json").read_text()),
+        "history": read_history(run_dir),
+    }
 
 
 def evaluate(

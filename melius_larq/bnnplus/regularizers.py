@@ -36,9 +36,8 @@ REDUCTIONS = ("mean", "sum")
 # 87.73 %) λ = 0.3 / 3 / 30 cost 3.6 / 11.2 / 15.3 points as they pinned 71 % / 99 % / 100 % of
 # the latent weights within ±25 % of α, λ = 0.03 cost 0.3 points, and λ = 0.003 (+0.55, one
 # seed; the share near α stays at its initial 23 %) was the only one not below BNN. The
-# Euclidean default is scaled down by the same factor of 100 from its earlier 10.0 (which,
-# like Manhattan 0.3, made the loss term about 5 % of the initial cross-entropy); it was not
-# part of the experiment.
+# Euclidean default is a hundredth of 10.0, the λ that (like Manhattan 0.3) makes the loss
+# term about 5 % of the initial cross-entropy; it was not part of the experiment.
 DEFAULT_REG_LAMBDA = {"none": 0.0, "manhattan": 0.003, "euclidean": 0.1}
 # The former defaults, for reduction="sum" (λ · Σ_i R). Measured the same way they are 3.2 %
 # (Manhattan) and 3.3 % (Euclidean) of MeliusNet22's initial cross-entropy but 0.39 % and

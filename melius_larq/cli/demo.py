@@ -22,9 +22,10 @@ from pathlib import Path
 
 import melius_larq
 from melius_larq._io import save_figure
+from melius_larq._optional import pyplot
 from melius_larq.zoo.data import load_fashion_mnist, preprocess_fashion_mnist
 from melius_larq.zoo.recipes import apply_overrides, get_recipe
-from melius_larq.zoo.train import train
+from melius_larq.zoo.train import train_or_load
 
 __all__ = ["prepare_training_dir", "run_demo"]
 
@@ -37,10 +38,7 @@ LATENCY_RUNS = 200
 
 
 def _plot_bars(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The demo's plot")
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     names = ["float TFLite", "LCE", "LCE int8"]
@@ -80,132 +78,172 @@ def prepare_training_dir(train_dir: Path, recipe) -> bool:
     return False
 
 
-def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: int = 1) -> dict:
-    """Runs the whole job and returns the summary report (also written to ``out``)."""
-    from melius_larq.deploy.bench import benchmark_lce, benchmark_tflite_float, float_tflite
-    from melius_larq.deploy.convert import convert_model, write_atomic
+# Latency candidates: {name: (flatbuffer key, use_xnnpack)}. The LCE flatbuffers run with and
+# without XNNPACK for their float/int8 parts; each reports the faster, as deployed.
+RUNTIMES = {
+    "LCE": ("lce", False),
+    "LCE + XNNPACK": ("lce", True),
+    "LCE int8": ("int8", False),
+    "LCE int8 + XNNPACK": ("int8", True),
+    "float": ("float", True),
+}
+
+
+def _train(out: Path, recipe, data_dir, verbose: int):
+    """The trained Keras model and its run's metrics (``out/train``)."""
+    from melius_larq._compat import tf
+
+    record = train_or_load(recipe, out / "train", data_dir=data_dir, verbose=verbose)
+    model = tf.keras.models.load_model(out / "train" / "model.keras", compile=False)
+    return model, record["metrics"]
+
+
+def _convert(model, out: Path, data_dir) -> dict[str, bytes]:
+    """The LCE, LCE int8 and float TFLite flatbuffers (the LCE ones written into ``out``)."""
+    from melius_larq._io import write_atomic
+    from melius_larq.deploy.bench import float_tflite
+    from melius_larq.deploy.convert import convert_model
     from melius_larq.deploy.int8 import convert_int8
-    from melius_larq.deploy.report import conversion_report
-    from melius_larq.deploy.verify import verify_flatbuffer
 
-    out = Path(out)
-    recipe = apply_overrides(get_recipe(DEMO_RECIPE), overrides or {})
-    start = time.perf_counter()
-    result = train(recipe, out / "train", resume=prepare_training_dir(out / "train", recipe),
-                   data_dir=data_dir, verbose=verbose)  # fmt: skip
-    train_s = time.perf_counter() - start
-    model = result["model"]
-    images, labels = load_fashion_mnist("test", data_dir)
-    x_test = preprocess_fashion_mnist(images)
-
-    phases = {"train": train_s}
-
-    def phase(name, t0):
-        phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
-
-    print("\n== LCE conversion and verification on the 10,000 test images ==")
-    t0 = time.perf_counter()
-    buf = convert_model(model)
-    write_atomic(buf, out / "model.tflite")
+    bufs = {"lce": convert_model(model)}
+    write_atomic(bufs["lce"], out / "model.tflite")
     train_images, _ = load_fashion_mnist("train", data_dir)
     calibration = preprocess_fashion_mnist(train_images[:CALIBRATION_SAMPLES])
-    buf8 = convert_int8(model, calibration)
-    write_atomic(buf8, out / "model_int8.tflite")
-    fbuf = float_tflite(model)
-    phase("convert", t0)
-    t0 = time.perf_counter()
-    keras_out = model.predict(x_test, batch_size=256, verbose=0)
-    check = verify_flatbuffer(buf, model, x_test, progress=verbose > 0, labels=labels,
-                              reference=keras_out)  # fmt: skip
-    check8 = verify_flatbuffer(buf8, model, x_test, min_agreement=0.99, progress=verbose > 0,
-                               labels=labels, reference=keras_out)  # fmt: skip
-    phase("verify", t0)
+    bufs["int8"] = convert_int8(model, calibration)
+    write_atomic(bufs["int8"], out / "model_int8.tflite")
+    bufs["float"] = float_tflite(model)
+    return bufs
 
-    print("\n== latency (1 thread) ==")
-    t0 = time.perf_counter()
-    # Sub-millisecond latencies on a shared machine: the runtimes take turns over
-    # LATENCY_ROUNDS rounds and each keeps its best median (interference only slows down).
-    # The LCE flatbuffers run with and without XNNPACK for their float/int8 parts; each
-    # reports the faster, as deployed.
-    runtimes = {
-        "LCE": (benchmark_lce, buf, False),
-        "LCE + XNNPACK": (benchmark_lce, buf, True),
-        "LCE int8": (benchmark_lce, buf8, False),
-        "LCE int8 + XNNPACK": (benchmark_lce, buf8, True),
-        "float": (benchmark_tflite_float, fbuf, None),
-    }
-    medians = {name: [] for name in runtimes}
-    for _ in range(LATENCY_ROUNDS):
-        for name, (fn, flatbuffer, xnnpack) in runtimes.items():
-            kwargs = {} if xnnpack is None else {"use_xnnpack": xnnpack}
-            stats = fn(flatbuffer, runs=LATENCY_RUNS, warmup=20, progress=name, **kwargs)[1]
-            medians[name].append(stats["median_ms"])
-    best = {name: min(m) for name, m in medians.items()}
+
+def _verify(model, bufs: dict, data_dir, verbose: int) -> dict[str, dict]:
+    """LCE and LCE int8 against Keras on every test image."""
+    from melius_larq.deploy.verify import verify_flatbuffer
+
+    images, labels = load_fashion_mnist("test", data_dir)
+    x_test = preprocess_fashion_mnist(images)
+    keras_out = model.predict(x_test, batch_size=256, verbose=0)
+    common = {"progress": verbose > 0, "labels": labels, "reference": keras_out}
+    return {"lce": verify_flatbuffer(bufs["lce"], model, x_test, **common),
+            "int8": verify_flatbuffer(bufs["int8"], model, x_test, min_agreement=0.99,
+                                      **common)}  # fmt: skip
+
+
+def _latency(bufs: dict) -> dict:
+    """Every runtime's medians and the deployed (faster) LCE configurations.
+
+    Sub-millisecond latencies on a shared machine: the runtimes take turns over
+    ``LATENCY_ROUNDS`` rounds and each keeps its best median (interference only slows down).
+    """
+    from melius_larq.deploy.bench import benchmark_alternating
+
+    timings = benchmark_alternating(
+        {name: (bufs[key], xnnpack) for name, (key, xnnpack) in RUNTIMES.items()},
+        rounds=LATENCY_ROUNDS, runs=LATENCY_RUNS, warmup=20, num_threads=1,
+    )  # fmt: skip
+    best = {name: t["best_median_ms"] for name, t in timings.items()}
     lce_xnnpack = best["LCE + XNNPACK"] < best["LCE"]
     lce8_xnnpack = best["LCE int8 + XNNPACK"] < best["LCE int8"]
-    lce_ms = best["LCE + XNNPACK" if lce_xnnpack else "LCE"]
-    lce8_ms = best["LCE int8 + XNNPACK" if lce8_xnnpack else "LCE int8"]
-    float_ms = best["float"]
-    phase("benchmark", t0)
+    return {
+        "best": best,
+        "latency_medians_ms": {name: t["medians_ms"] for name, t in timings.items()},
+        "lce_ms": best["LCE + XNNPACK" if lce_xnnpack else "LCE"],
+        "lce_int8_ms": best["LCE int8 + XNNPACK" if lce8_xnnpack else "LCE int8"],
+        "lce_xnnpack": lce_xnnpack,
+        "lce_int8_xnnpack": lce8_xnnpack,
+        "float_tflite_ms": best["float"],
+    }
+
+
+def _report(recipe, model, metrics: dict, bufs: dict, checks: dict, latency: dict) -> dict:
+    from melius_larq.deploy.report import conversion_report
+
     counts = melius_larq.summary(model, print_fn=None)
-    report = {
+    check, check8 = checks["lce"], checks["int8"]
+    return {
         "model": recipe.model,
         "recipe": recipe.to_dict(),
-        "train_seconds": round(train_s, 1),
-        "val_accuracy": result.get("val_accuracy"),
-        "test_accuracy": result["test_accuracy"],
+        "val_accuracy": metrics.get("val_accuracy"),
+        "test_accuracy": metrics["test_accuracy"],
         "lce_test_accuracy": check["accuracy"],
         "lce_int8_test_accuracy": check8["accuracy"],
         "lce_top1_agreement": check["top1_agreement"],
         "lce_max_abs_diff": check["max_abs_diff"],
         "lce_int8_top1_agreement": check8["top1_agreement"],
-        "latency_medians_ms": medians,
-        "lce_ms": lce_ms,
-        "lce_int8_ms": lce8_ms,
-        "lce_xnnpack": lce_xnnpack,
-        "lce_int8_xnnpack": lce8_xnnpack,
-        "float_tflite_ms": float_ms,
-        "speedup_vs_float": float_ms / lce_ms,
-        "lce_mib": len(buf) / 2**20,
-        "lce_int8_mib": len(buf8) / 2**20,
-        "float_tflite_mib": len(fbuf) / 2**20,
+        **{k: v for k, v in latency.items() if k != "best"},
+        "speedup_vs_float": latency["float_tflite_ms"] / latency["lce_ms"],
+        "lce_mib": len(bufs["lce"]) / 2**20,
+        "lce_int8_mib": len(bufs["int8"]) / 2**20,
+        "float_tflite_mib": len(bufs["float"]) / 2**20,
         "ops_at_28": counts["ops"],
         "bops_at_28": counts["bops"],
         "flops_at_28": counts["flops"],
-        "conversion": conversion_report(buf, keras_model=model)["ops"],
-        "phase_seconds": {k: round(v, 1) for k, v in phases.items()},
-        "total_seconds": round(time.perf_counter() - start, 1),
+        "conversion": conversion_report(bufs["lce"], keras_model=model)["ops"],
     }
+
+
+def _table(report: dict, best: dict) -> str:
+    """The summary table printed and written to ``report.md``."""
+    r, phases = report, report["phase_seconds"]
     rows = [
         ("validation top-1 (Keras; held-out training images)",
-         f"{100 * report['val_accuracy']:.2f} %" if report.get("val_accuracy") else "-"),
-        ("test top-1 (Keras)", f"{100 * report['test_accuracy']:.2f} %"),
-        ("test top-1 (LCE)", f"{100 * report['lce_test_accuracy']:.2f} %"),
-        ("test top-1 (LCE int8)", f"{100 * report['lce_int8_test_accuracy']:.2f} %"),
-        ("LCE / Keras top-1 agreement (10,000 images)", f"{100 * check['top1_agreement']:.3f} %"),
-        ("LCE int8 / Keras top-1 agreement", f"{100 * check8['top1_agreement']:.3f} %"),
-        ("size: float TFLite / LCE / LCE int8", f"{report['float_tflite_mib']:.3f} / "
-         f"{report['lce_mib']:.3f} / {report['lce_int8_mib']:.3f} MiB"),
+         f"{100 * r['val_accuracy']:.2f} %" if r.get("val_accuracy") else "-"),
+        ("test top-1 (Keras)", f"{100 * r['test_accuracy']:.2f} %"),
+        ("test top-1 (LCE)", f"{100 * r['lce_test_accuracy']:.2f} %"),
+        ("test top-1 (LCE int8)", f"{100 * r['lce_int8_test_accuracy']:.2f} %"),
+        ("LCE / Keras top-1 agreement (10,000 images)", f"{100 * r['lce_top1_agreement']:.3f} %"),
+        ("LCE int8 / Keras top-1 agreement", f"{100 * r['lce_int8_top1_agreement']:.3f} %"),
+        ("size: float TFLite / LCE / LCE int8", f"{r['float_tflite_mib']:.3f} / "
+         f"{r['lce_mib']:.3f} / {r['lce_int8_mib']:.3f} MiB"),
         (f"latency, best of {LATENCY_ROUNDS} medians: float TFLite (XNNPACK) / LCE / LCE int8",
-         f"{float_ms:.3f} / {lce_ms:.3f} / {lce8_ms:.3f} ms"),
+         f"{r['float_tflite_ms']:.3f} / {r['lce_ms']:.3f} / {r['lce_int8_ms']:.3f} ms"),
         ("LCE latency without / with XNNPACK: float / int8",
          f"{best['LCE']:.3f} / {best['LCE + XNNPACK']:.3f} ms, "
          f"{best['LCE int8']:.3f} / {best['LCE int8 + XNNPACK']:.3f} ms"),
-        ("LCE speed-up over float TFLite", f"{report['speedup_vs_float']:.2f}x"),
-        ("OPS at 28x28 (BOPs/64 + FLOPs)", f"{counts['ops']:.3g}"),
-        ("training time", f"{train_s / 60:.1f} min"),
+        ("LCE speed-up over float TFLite", f"{r['speedup_vs_float']:.2f}x"),
+        ("OPS at 28x28 (BOPs/64 + FLOPs)", f"{r['ops_at_28']:.3g}"),
+        ("training time", f"{r['train_seconds'] / 60:.1f} min"),
         ("time: conversions / verification / latency runs",
          f"{phases['convert']:.0f} / {phases['verify']:.0f} / {phases['benchmark']:.0f} s"),
         ("total time (training to report, without Python start-up)",
-         f"{report['total_seconds'] / 60:.1f} min"),
+         f"{r['total_seconds'] / 60:.1f} min"),
     ]  # fmt: skip
     table = "| quantity | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-    if check8["top1_agreement"] < 0.99:
+    if r["lce_int8_top1_agreement"] < 0.99:
         table += (
             "\n\nint8 is below 99 % agreement on this network: a binary network turns int8 "
             "rounding of its float layers into flipped signs, which moves near-tie predictions "
             "(compare the int8 test top-1 instead). See docs/deployment.md, 'int8 non-binary layers'."
         )
+    return table
+
+
+def run_demo(out: str = "runs/demo", *, overrides=None, data_dir=None, verbose: int = 1) -> dict:
+    """Runs the whole job and returns the summary report (also written to ``out``)."""
+    from melius_larq._io import write_atomic
+
+    out = Path(out)
+    recipe = apply_overrides(get_recipe(DEMO_RECIPE), overrides or {})
+    start = time.perf_counter()
+    phases = {}
+
+    def timed(name, step, *args):
+        t0 = time.perf_counter()
+        value = step(*args)
+        phases[name] = time.perf_counter() - t0
+        return value
+
+    prepare_training_dir(out / "train", recipe)
+    model, metrics = timed("train", _train, out, recipe, data_dir, verbose)
+    print("\n== LCE conversion and verification on the 10,000 test images ==")
+    bufs = timed("convert", _convert, model, out, data_dir)
+    checks = timed("verify", _verify, model, bufs, data_dir, verbose)
+    print("\n== latency (1 thread) ==")
+    latency = timed("benchmark", _latency, bufs)
+    report = _report(recipe, model, metrics, bufs, checks, latency)
+    report.update(train_seconds=round(phases["train"], 1),
+                  phase_seconds={k: round(v, 1) for k, v in phases.items()},
+                  total_seconds=round(time.perf_counter() - start, 1))  # fmt: skip
+    table = _table(report, latency["best"])
     print("\n" + table)
     (out / "report.md").write_text(table + "\n")
     write_atomic((json.dumps(report, indent=2) + "\n").encode(), out / "report.json")

@@ -7,7 +7,7 @@ this benchmark (the paper gives no compression times).
 
 Usage::
 
-    nice -n 10 .venv/bin/python -m melius_larq.deploy.bench_cbd --out runs/bench_cbd
+    nice -n 10 python -m melius_larq.zoo.experiments.cbd_compression_time --out runs/bench_cbd
 
 References:
     - [Composite Binary Decomposition Networks](https://arxiv.org/abs/1811.06668),

@@ -8,7 +8,7 @@ training images); the test set is not used. Calibration: the first training imag
 
 Usage (the demo's model)::
 
-    python -m melius_larq.experiments.int8_ablation runs/demo/train/model.keras \\
+    python -m melius_larq.zoo.experiments.int8_ablation runs/demo/train/model.keras \\
         --results docs/int8_ablation
 
 Writes ``results.json`` and ``results.md`` into ``--results``.
@@ -26,8 +26,9 @@ import numpy as np
 import melius_larq  # noqa: F401  (sets up Keras 2 before TensorFlow)
 from melius_larq._compat import tf
 from melius_larq._io import write_text_atomic
+from melius_larq.zoo.stats import percent
 
-__all__ = ["ARMS", "main", "run"]
+__all__ = ["ARMS", "main", "markdown", "run"]
 
 # name -> prepare_for_int8 options; "qat_lr" adds one epoch of fine-tuning at that rate.
 ARMS: dict[str, dict] = {
@@ -57,6 +58,7 @@ def _convert(model, calibration, options: dict, qat_data) -> bytes:
     return convert_int8(model, calibration, **qat, **options)
 
 
+# Run ----------------------------------------------------------------------------------------
 def run(
     model_path: str,
     results: str,
@@ -91,23 +93,31 @@ def run(
     path = Path(results)
     path.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json.dumps(out, indent=2) + "\n", path / "results.json")
+    write_text_atomic(markdown(out), path / "results.md")
+    return out
+
+
+# Report -------------------------------------------------------------------------------------
+def markdown(result: dict) -> str:
+    """The results as a Markdown table: validation top-1 and bytes of every arm."""
     lines = [
-        f"int8 flatbuffers of `{model_path}`, top-1 on the {len(y_val):,} validation images "
-        f"(float Keras: {100 * float_top1:.2f} %); calibration on the first "
-        f"{len(calibration)} training images.",
+        f"int8 flatbuffers of `{result['model']}`, top-1 on the "
+        f"{result['validation_images']:,} validation images (float Keras: "
+        f"{percent(result['float_val_accuracy'])} %); calibration on the first "
+        f"{result['calibration_images']} training images.",
         "",
         "| int8 path | validation top-1 | bytes |",
         "| --- | ---: | ---: |",
     ]
-    for name, arm in out["arms"].items():
-        lines.append(f"| {name} | {100 * arm['val_accuracy']:.2f} % | {arm['bytes']:,} |")
-    write_text_atomic("\n".join(lines) + "\n", path / "results.md")
-    return out
+    for name, arm in result["arms"].items():
+        lines.append(f"| {name} | {percent(arm['val_accuracy'])} % | {arm['bytes']:,} |")
+    return "\n".join(lines) + "\n"
 
 
+# Command line -------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m melius_larq.experiments.int8_ablation",
+        prog="python -m melius_larq.zoo.experiments.int8_ablation",
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("model", help="a trained Fashion-MNIST .keras model")
