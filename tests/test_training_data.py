@@ -22,6 +22,9 @@ from melius_larq.zoo.recipes import apply_overrides, check_recipe, get_recipe
 from melius_larq.zoo.sweep import run_sweep
 from melius_larq.zoo.train import evaluate, train
 
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_training_data")
+
 # float32 softmax/log-softmax against float64 numpy on O(1) logits: ~1e-7 relative.
 KD_LOSS_RTOL = 1e-5
 
