@@ -34,10 +34,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 # make test: every code path once (one representative model per builder path), one pytest
-# run on 2 workers. make test-all (CI): every registry model and the tests marked large, in
-# two runs with fresh workers: the registry-wide tests build ~150 models, and a worker that also
-# ran the training tests would grow past the machine's memory. -rs lists every skip and why.
-PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q -rs
+# run on 2 workers; a module with shared fixtures stays on one worker (its xdist_group).
+# make test-all (CI): every registry model and the tests marked large, in two runs with fresh
+# workers: the registry-wide tests build ~150 models, and a worker that also ran the training
+# tests would grow past the machine's memory. -rs lists every skip and why.
+PYTEST := $(PY) -m pytest -n 2 --dist loadgroup -q -rs
 MODEL_TESTS := tests/test_models.py tests/test_accounting.py tests/test_lce_conversion.py
 test: setup lint
 	$(PYTEST) --durations=15 $(PYTEST_ARGS)

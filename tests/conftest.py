@@ -247,3 +247,55 @@ def convert_cached(model, **kwargs) -> bytes:
     if key not in _CONVERSIONS:
         _CONVERSIONS[key] = (model, convert_model(model, **kwargs))  # model kept: id stays unique
     return _CONVERSIONS[key][1]
+
+
+# The training plumbing (resume, NaN stop, validation split, sweeps, image folders, mixed
+# precision) runs the same code for any registered model: its tests train this micro network,
+# which traces and trains in a fraction of MeliusNetTiny's time. It is registered only in the
+# test processes.
+MICRO_MODEL = "TestMicroBNN"
+
+
+def micro_bnn(*, input_shape, num_classes, stem=None, preset=None, binarization="ste",
+              bnn_plus=None, classifier_activation="softmax", name=None):  # fmt: skip
+    """A float conv, one binary 3x3 conv (STE, or BNN+ with its options) and a classifier."""
+    import larq as lq
+
+    from melius_larq.bnnplus.config import resolve_binarization
+
+    config = resolve_binarization(binarization, bnn_plus)
+    if config is None:
+        binconv = lq.layers.QuantConv2D(
+            16, 3, padding="same", pad_values=1.0, use_bias=False, input_quantizer="ste_sign",
+            kernel_quantizer="ste_sign", kernel_constraint="weight_clip", name="binconv",
+        )  # fmt: skip
+    else:
+        binconv = config.conv2d(16, 3, padding="same", pad_values=1.0, use_bias=False,
+                                name="binconv")  # fmt: skip
+    inputs = tf.keras.Input(input_shape)
+    x = tf.keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False,
+                               name="stem_conv")(inputs)  # fmt: skip
+    x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = tf.keras.layers.BatchNormalization(name="binconv_bn")(binconv(x))
+    x = tf.keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = tf.keras.layers.Dense(num_classes, name="head_dense")(x)
+    if classifier_activation is not None:
+        x = tf.keras.layers.Activation(classifier_activation, dtype="float32",
+                                       name="head_softmax")(x)  # fmt: skip
+    return tf.keras.Model(inputs, x, name=name or MICRO_MODEL.lower())
+
+
+def pytest_configure(config):
+    from melius_larq.registry import list_models, register_model
+
+    if MICRO_MODEL not in list_models(family="experiment"):
+        register_model(MICRO_MODEL, micro_bnn, family="experiment")
+
+
+def micro_recipe(**changes):
+    """The Fashion-MNIST recipe of MeliusNetTiny with :data:`MICRO_MODEL` as its model and
+    ``changes`` applied."""
+    from melius_larq.zoo.recipes import apply_overrides, get_recipe
+
+    base = get_recipe("meliusnettiny_fashion_mnist")
+    return apply_overrides(base, {"model": MICRO_MODEL, **changes})

@@ -22,6 +22,9 @@ from melius_larq.cbd import (
 from melius_larq.cbd.storage import HEADER_BYTES
 from melius_larq.cbd.tflite import tflite_layout
 
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_cbd_model")
+
 # The TFLite interpreter runs the same float32 graph as Keras with its own summation order;
 # the exported kernels are bit-identical, so outputs agree to float32 rounding (~1e-6 of the
 # outputs' scale on these small models); 1e-4 still fails on any wrong code or scale.

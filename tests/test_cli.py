@@ -13,6 +13,9 @@ import melius_larq
 from melius_larq._compat import tf
 from melius_larq.cli import build_parser, main
 
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_cli")
+
 
 def _run(*args) -> int:
     return main([str(a) for a in args])

@@ -167,6 +167,9 @@ def _fake_tool(directory: Path, name: str, script: str) -> str:
 
 _FAKE = """
 import sys, pathlib
+
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_deploy")
 log = pathlib.Path({log!r})
 with log.open("a") as f:
     f.write(" ".join(sys.argv[1:]) + "\\n")

@@ -207,6 +207,9 @@ RUNNER = r"""
 import contextlib, functools, io, json, sys, traceback
 import melius_larq.cli as cli
 import melius_larq.cli.deployment as deployment
+
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_flatbuffer_damage")
 deployment._load_keras = functools.cache(deployment._load_keras)  # load the Keras model once
 for job in json.load(sys.stdin):
     print("START", json.dumps(job), flush=True)

@@ -14,6 +14,9 @@ from melius_larq.deploy.report import conversion_report
 from melius_larq.deploy.verify import run_lce
 from melius_larq.zoo.data import preprocess_fashion_mnist
 
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_int8")
+
 require("larq_compute_engine")
 
 # int8 rounding of every activation flips the prediction of a few near-tie images; on a

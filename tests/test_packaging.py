@@ -289,6 +289,9 @@ for call, extra, error in ((pyplot, "plots", ImportError), (import_tfds, "datase
         raise AssertionError(f"{{call.__name__}} did not fail")
 sys.argv = ["melius-larq", "list", "MeliusNetTiny"]
 from melius_larq.cli import main
+
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_packaging")
 main()
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import MICRO_MODEL, micro_recipe, require
 
 import melius_larq
 from melius_larq._compat import tf
@@ -22,13 +22,15 @@ from melius_larq.zoo.recipes import apply_overrides, check_recipe, get_recipe
 from melius_larq.zoo.sweep import run_sweep
 from melius_larq.zoo.train import evaluate, train
 
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_training_data")
+
 # float32 softmax/log-softmax against float64 numpy on O(1) logits: ~1e-7 relative.
 KD_LOSS_RTOL = 1e-5
 
 
 def _quick(**changes):
-    base = get_recipe("meliusnettiny_fashion_mnist")
-    return apply_overrides(base, {"epochs": 1, "batch_size": 16, **changes})
+    return micro_recipe(**{"epochs": 1, "batch_size": 16, **changes})
 
 
 def _arrays(ds):
@@ -126,7 +128,7 @@ def test_train_or_load_reads_a_finished_run_back(tmp_path, monkeypatch):
 def test_sweep_chooses_on_validation_and_reuses_finished_runs(tiny_fmnist, tmp_path, monkeypatch):
     import melius_larq.zoo.train as train_mod
 
-    kw = {"grid": {"learning_rate": ["0.001", "0.01"]}, "overrides": ["epochs=1", "batch_size=16"],
+    kw = {"grid": {"learning_rate": ["0.001", "0.01"]}, "overrides": [f"model={MICRO_MODEL}", "epochs=1", "batch_size=16"],
           "seeds": (0,), "data_dir": str(tiny_fmnist), "verbose": 0}  # fmt: skip
     result = run_sweep("meliusnettiny_fashion_mnist", tmp_path / "sweep", **kw)
     best = max(result["configs"], key=lambda c: c["val_mean"])
@@ -143,7 +145,7 @@ def test_sweep_chooses_on_validation_and_reuses_finished_runs(tiny_fmnist, tmp_p
     monkeypatch.setattr(train_mod, "train", no_training)
     assert run_sweep("meliusnettiny_fashion_mnist", tmp_path / "sweep", **kw) == result
     # the run directories are named after the grid only: other --set values must not reuse them
-    other = {**kw, "overrides": ["epochs=2", "batch_size=16"]}
+    other = {**kw, "overrides": [f"model={MICRO_MODEL}", "epochs=2", "batch_size=16"]}
     with pytest.raises(ValueError, match=r"seed_0' holds a run with other settings \(epochs\)"):
         run_sweep("meliusnettiny_fashion_mnist", tmp_path / "sweep", **other)
     with pytest.raises(ValueError, match="learning_rate"):
@@ -499,7 +501,7 @@ def test_train_eval_and_calibrate_on_an_image_folder(tmp_path):
     _image_folder(root / "test", per_class=4, mode="RGB")
     run = tmp_path / "run"
     recipe = apply_overrides(get_recipe("meliusnet22_cifar10"),
-                             {"model": "MeliusNetTiny", "stem": "small", "epochs": 1,
+                             {"model": MICRO_MODEL, "epochs": 1,
                               "batch_size": 8, "input_size": 32})  # fmt: skip
     result = train(recipe, run, data_dir=str(root), verbose=0)
     assert result["model"].output_shape == (None, 3) and result["model"].input_shape[-1] == 3

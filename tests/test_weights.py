@@ -10,6 +10,9 @@ import melius_larq
 from melius_larq import weights as weights_lib
 from melius_larq._compat import tf
 
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_weights")
+
 # Tolerance for larq_zoo parity. Both models run the same float ops on the same
 # weights (grouped convs natively instead of split/concat), so only summation order differs.
 ZOO_PARITY_ATOL = 1e-5

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import write_idx
+from conftest import micro_recipe, write_idx
 
 from melius_larq._compat import tf
 from melius_larq.optimizers import RAdam
@@ -160,8 +160,7 @@ def test_pipeline_batches_and_augments(tiny_fmnist):
 
 
 def _quick(**changes):
-    base = get_recipe("meliusnettiny_fashion_mnist")
-    return apply_overrides(base, {"epochs": 2, "batch_size": 32, "train_limit": 64, **changes})
+    return micro_recipe(**{"epochs": 2, "batch_size": 32, "train_limit": 64, **changes})
 
 
 class _CrashAfterFirstEpoch(Exception):
