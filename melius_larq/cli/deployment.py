@@ -201,9 +201,9 @@ def _cmd_bench(args) -> int:
             progress=f"{name} float"))  # fmt: skip
     if args.mobilenet:
         from melius_larq._compat import tf
-        from melius_larq.deploy.flatbuffer import load_flatbuffer
+        from melius_larq.deploy.flatbuffer import input_shape
 
-        shape = load_flatbuffer_shape(load_flatbuffer(args.tflite))
+        shape = input_shape(args.tflite)
         mobilenet = tf.keras.applications.MobileNet(weights=None, input_shape=tuple(shape))
         add("MobileNet-v1 1.0", "TFLite float (XNNPACK)", benchmark_tflite_float(
             float_tflite(mobilenet), threads=threads, runs=args.runs, warmup=args.warmup,
@@ -217,15 +217,6 @@ def _cmd_bench(args) -> int:
 
         write_atomic((table + "\n").encode(), args.markdown)
     return 0
-
-
-def load_flatbuffer_shape(buf) -> list[int]:
-    """Input (height, width, channels) of a flatbuffer."""
-    from melius_larq.deploy.flatbuffer import read_model
-
-    model = read_model(buf)
-    sub = model.subgraphs[0]
-    return [int(d) for d in sub.tensors[sub.inputs[0]].shape[1:]]
 
 
 def _cmd_device_bench(args) -> int:
