@@ -1,6 +1,6 @@
 """Training options on their success paths: distillation inside ``fit`` with a BatchNorm
 teacher and a BNN+ student, negative BatchNorm scales through LCE, the ImageNet and
-image-folder augmentations."""
+image-folder augmentations, ``train --strategy mirrored``."""
 
 import larq as lq
 import numpy as np
@@ -164,3 +164,29 @@ def test_image_folder_augmentation_flips_and_crops(tmp_path):
     moves = [_shifts_of(a, p, 2) for a, p in zip(xa.numpy(), xp.numpy(), strict=True)]
     assert all(moves), "an augmented image is no flip and crop of its original"
     assert sum((False, 0, 0) not in m for m in moves) >= 9  # most images did move
+
+
+@pytest.mark.large  # trains a MeliusNetTiny for an epoch: ~30 s of CPU
+def test_train_with_the_mirrored_strategy(tiny_fmnist, tmp_path, monkeypatch, capsys):
+    import json
+
+    import melius_larq.zoo.train as train_mod
+    from melius_larq.cli import main
+
+    used = []
+    real = train_mod.make_strategy
+    monkeypatch.setattr(
+        train_mod, "make_strategy", lambda name: used.append(real(name)) or used[-1]
+    )
+    out = tmp_path / "run"
+    argv = ["train", "meliusnettiny_fashion_mnist", "--out", str(out), "--strategy", "mirrored",
+            "--data-dir", str(tiny_fmnist), "--verbose", "0",
+            "--set", "epochs=1", "batch_size=16", "train_limit=32"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [type(s).__name__ for s in used] == ["MirroredStrategy"]
+    # one replica on this machine: 32 images in batches of 16 are 2 steps
+    assert (result["replicas"], result["train_images"], result["optimizer_steps"]) == (1, 32, 2)
+    assert result["test_images"] == 32 and 0 <= result["test_accuracy"] <= 1
+    model = tf.keras.models.load_model(out / "model.keras", compile=False)
+    assert model.input_shape == (None, 28, 28, 1)
