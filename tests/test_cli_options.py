@@ -351,7 +351,7 @@ def test_compress_cbd_exclude_and_fallback(tmp_path):
         (["convert", "{keras}", "-o", "x.tflite", "--int8", "--calibration", "cifar100"], "cifar100"),
         (["convert", "{keras}", "-o", "x.tflite", "--int8", "--calibration", "{npy}", "--qat-epochs", "1"], "needs labelled images"),
         (["convert", "{keras}", "-o", "x.tflite", "--int8", "--calibration-samples", "0"], ">= 1, got '0'"),
-        (["device-bench", "{tflite}", "--binary", "{keras}", "--transport", "ssh", "--host", "pi@b", "--serial", "S1"], "--serial applies to --transport adb"),
+        (["device-bench", "{tflite}", "--binary", "{keras}", "--transport", "ssh", "--host", "pi@b", "--ssh", "{missing}", "--serial", "S1"], "--serial applies to --transport adb"),
     ],
 )  # fmt: skip
 def test_option_usage_errors_name_the_value_and_write_nothing(argv, message, saved, tmp_path,
