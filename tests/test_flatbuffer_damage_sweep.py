@@ -42,6 +42,12 @@ pytest.importorskip("larq_compute_engine")
 
 SWEEP_COPIES = 2000  # the large test's damaged copies (seeds 0..SWEEP_COPIES-1)
 COPY_TIMEOUT_S = 60  # longest time one copy may take before it counts as a hang
+# Copies among seeds 0-11999 that crashed the interpreter (4106: an output index moved onto
+# another operator's output; 7603, 8323: a binary filter without data and with a zero
+# dimension) or hung it (9110: a pooling filter height of -33554431) before validation
+# checked for them; the seeds reproduce them on the fixture's file (TensorFlow 2.16.2, LCE
+# 0.16.0 convert the same model to the same bytes).
+REGRESSION_SEEDS = (4106, 7603, 8323, 9110)
 
 
 def damage(buf: bytes, seed: int) -> bytes:
@@ -150,6 +156,16 @@ def tiny_flatbuffer(tmp_path_factory):
     path = tmp_path_factory.mktemp("sweep") / "tiny.tflite"
     path.write_bytes(convert_model(model))
     return path
+
+
+@pytest.mark.large
+def test_copies_that_crashed_before_are_rejected(tiny_flatbuffer):
+    result = sweep(tiny_flatbuffer, REGRESSION_SEEDS)
+    assert not result["crashed"] and not result["hung"], result
+    assert result["rejected"] == len(REGRESSION_SEEDS), (
+        f"{result}: a copy passed validation (if the converter now writes other bytes, the "
+        "seeds no longer reproduce the damage they were chosen for)"
+    )
 
 
 @pytest.mark.large
