@@ -99,6 +99,31 @@ def test_convert_target_reaches_the_converter(saved, tmp_path, monkeypatch):
     assert targets == ["xcore"] and out.read_bytes() == converted
 
 
+def test_convert_model_input_shape_fixes_a_model_of_unknown_size():
+    """A fully convolutional model of unknown height and width converts at the size asked."""
+    import larq as lq
+
+    from melius_larq.deploy import convert_model
+    from melius_larq.deploy.flatbuffer import input_shape
+
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input((None, None, 32))
+    x = lq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, input_quantizer="ste_sign",
+                              kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+                              use_bias=False)(inputs)  # fmt: skip
+    x = tf.keras.layers.Dense(4)(tf.keras.layers.GlobalAveragePooling2D()(x))
+    model = tf.keras.Model(inputs, x)
+    with pytest.raises(ValueError, match="pass input_shape"):
+        convert_model(model)
+    buf = convert_model(model, input_shape=(12, 16, 32))
+    assert input_shape(buf) == (12, 16, 32)
+    from melius_larq.deploy.verify import run_lce
+
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 12, 16, 32)).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    np.testing.assert_allclose(run_lce(buf, x), want, rtol=0, atol=LCE_RTOL * np.abs(want).max())
+
+
 @pytest.fixture()
 def keras_loaded_once(monkeypatch):
     """Each Keras model file is loaded once however many commands name it."""
