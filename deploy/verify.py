@@ -6,7 +6,7 @@ import numpy as np
 
 from melius_larq._compat import tf
 from melius_larq.deploy._lce import import_lce
-from melius_larq.deploy.flatbuffer import load_flatbuffer
+from melius_larq.deploy.flatbuffer import input_shape, load_flatbuffer
 
 __all__ = ["DEFAULT_MIN_AGREEMENT", "lce_interpreter", "run_lce", "verify_flatbuffer"]
 
@@ -59,6 +59,27 @@ def run_lce(buf, x: np.ndarray, *, interpreter=None, batch_progress: bool = Fals
     return _dequantize_output(y, interpreter)
 
 
+def _shown(shape) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def _check_input_shapes(want: tuple, keras_model, x: np.ndarray) -> None:
+    """Raises a ValueError naming both shapes when the flatbuffer cannot take the inputs."""
+    if keras_model is not None:
+        keras = tuple(keras_model.input_shape[1:])
+        if len(keras) != len(want) or any(k not in (None, w) for k, w in zip(keras, want)):
+            raise ValueError(
+                f"The flatbuffer takes {_shown(want)} inputs, but the Keras model takes "
+                f"{_shown(keras)}: they are not the same network (convert and verify at the "
+                "same input size)."
+            )
+    if tuple(x.shape[1:]) != want:
+        raise ValueError(
+            f"The inputs have the shape {_shown(x.shape[1:])} per sample, but the flatbuffer "
+            f"takes {_shown(want)}."
+        )
+
+
 def verify_flatbuffer(
     buf,
     keras_model: tf.keras.Model,
@@ -90,9 +111,15 @@ def verify_flatbuffer(
         largest difference over the largest absolute Keras output), ``top1_agreement``,
         ``min_agreement``, ``passed``, and with ``labels`` also ``accuracy`` (LCE) and
         ``keras_accuracy``.
+
+    Raises:
+        ValueError: when the flatbuffer's input shape differs from the Keras model's or from
+            the inputs', or the outputs differ in shape (not the same network).
+        FlatbufferError: when ``buf`` is not a valid flatbuffer.
     """
     buf = load_flatbuffer(buf)
     x = np.asarray(x, dtype=np.float32)
+    _check_input_shapes(input_shape(buf), keras_model if reference is None else None, x)
     if labels is not None and len(labels) != len(x):
         raise ValueError(f"Got {len(labels)} labels for {len(x)} inputs; expected one per input.")
     if reference is None:

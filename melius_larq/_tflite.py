@@ -184,12 +184,14 @@ def validate_flatbuffer(buf: bytes) -> str | None:
     what the C++ runtime relies on without checking: at least one subgraph; operator code
     indices, tensor indices (operator and subgraph inputs, outputs and intermediates;
     signature tensors), buffer indices (tensors, metadata) and signature subgraph indices in
-    range; non-negative shapes and known tensor types; constant data of exactly the size of
-    the shape (for types of a fixed element size, dense tensors); buffer 0 empty; data
-    stored after the flatbuffer (``offset``/``size`` fields) inside the file; per-channel
-    quantization consistent with the shape; the FlexBuffers custom options of the LCE
-    operators that read them (``LceBconv2d``, ``LceBMaxPool2d``: every offset inside, the
-    entries their kernels read present and in range, ``channels_in`` matching the input).
+    range; every tensor written by at most one operator, and none that is a subgraph input
+    or holds constant data; non-negative shapes and known tensor types; constant data of
+    exactly the size of the shape (for types of a fixed element size, dense tensors); buffer
+    0 empty; data stored after the flatbuffer (``offset``/``size`` fields) inside the file;
+    per-channel quantization consistent with the shape; the FlexBuffers custom options of
+    the LCE operators that read them (``LceBconv2d``, ``LceBMaxPool2d``: every offset
+    inside, the entries their kernels read present and in range, ``channels_in`` matching
+    the input).
     """
     if len(buf) < 8 or buf[4:8] != TFLITE_IDENTIFIER:
         return f"is not a TFLite/LCE flatbuffer (no identifier {TFLITE_IDENTIFIER!r} at bytes 4-8)."
@@ -299,7 +301,7 @@ def _semantic_problem(tree, size: int) -> str | None:
         n = len(tensors)
 
         def bad_index(indices, what, n=n, of=of):
-            for t in np.asarray(indices if indices is not None else [], dtype=np.int64).ravel():
+            for t in _indices(indices):
                 if t < -1 or t >= n:
                     return f"{what} {of} reads tensor {int(t)}, but the subgraph has {n} tensors"
             return None
@@ -316,6 +318,8 @@ def _semantic_problem(tree, size: int) -> str | None:
             for indices in (op.inputs, op.outputs, op.intermediates):
                 if (problem := bad_index(indices, f"operator {k}")) is not None:
                     return problem
+            if (problem := _builtin_options_problem(op)) is not None:
+                return f"operator {k} {of} {problem}"
             custom = (codes[op.opcodeIndex].customCode or b"").decode("utf-8", "replace")
             if (problem := _lce_options_problem(custom, op.customOptions, graph, op)) is not None:
                 return f"operator {k} {of} ({custom}) {problem}"
@@ -326,6 +330,8 @@ def _semantic_problem(tree, size: int) -> str | None:
         for t, tensor in enumerate(tensors):
             if (problem := _tensor_problem(tensor, buffers, type_names)) is not None:
                 return f"tensor {t} {of} {problem}"
+        if (problem := _dataflow_problem(graph, buffers, of)) is not None:
+            return problem
     for i, meta in enumerate(tree.metadata or []):
         if not 0 <= meta.buffer < len(buffers):
             return f"metadata entry {i} uses buffer {meta.buffer}, but the model has {len(buffers)} buffers"
@@ -344,6 +350,56 @@ def _semantic_problem(tree, size: int) -> str | None:
             if not 0 <= entry.tensorIndex < n:
                 return f"signature {i} names tensor {entry.tensorIndex}, but its subgraph has {n} tensors"
     return None
+
+
+# Builtin options (``Conv2DOptions``, ``Pool2DOptions``, ...) that the kernels divide by or
+# loop over: a stride, filter size, dilation or depth multiplier below 1 makes an output of
+# billions of elements (the process hangs or runs out of memory) or a division by zero.
+_POSITIVE_OPTIONS = ("stride", "filter", "dilation", "depthMultiplier")
+
+
+def _builtin_options_problem(op) -> str | None:
+    options = op.builtinOptions
+    for name, value in vars(options).items() if options is not None else ():
+        if name.startswith(_POSITIVE_OPTIONS) and isinstance(value, int) and value < 1:
+            return f"has the option {name}={value}, which its kernel cannot run (at least 1)"
+    return None
+
+
+def _dataflow_problem(graph, buffers, of: str) -> str | None:
+    """An operator that writes a tensor defined already or reads one not defined yet, or None.
+
+    A tensor is defined by being a subgraph input, holding constant data or being written by
+    one earlier operator. The runtime sizes a tensor by the last operator that writes it: a
+    tensor written twice (or an input or constant overwritten) gets the second writer's size
+    while its readers and first writer use the first one, and they run past its end. A tensor
+    read before any definition (e.g. a kernel that lost its data) holds whatever the arena
+    held: a wrong result at best, a crash when its shape is damaged too. Variable tensors and
+    tensors of no elements are read without one.
+    """
+    tensors = graph.tensors or []
+    defined = {int(t): "is an input" for t in _indices(graph.inputs) if t >= 0}
+    for t, tensor in enumerate(tensors):
+        if _buffer_bytes(buffers[tensor.buffer]):
+            defined[t] = "holds constant data"
+        elif tensor.isVariable:
+            defined[t] = "is a variable"
+    for k, op in enumerate(graph.operators or []):
+        for t in (int(t) for t in _indices(op.inputs) if t >= 0):
+            if t not in defined and 0 not in _indices(tensors[t].shape):
+                return (
+                    f"operator {k} {of} reads tensor {t}, which is no input, holds no data "
+                    "and no earlier operator writes"
+                )
+        for t in (int(t) for t in _indices(op.outputs) if t >= 0):
+            if t in defined:
+                return f"operator {k} {of} writes tensor {t}, which {defined[t]}"
+            defined[t] = f"operator {k} writes already"
+    return None
+
+
+def _indices(indices) -> np.ndarray:
+    return np.asarray(indices if indices is not None else [], dtype=np.int64).ravel()
 
 
 def _buffer_bytes(buffer) -> int:
@@ -565,8 +621,22 @@ def _lce_options_problem(code: str, options, graph, op) -> str | None:
         value = values.get(key)
         if not isinstance(value, int) or value not in allowed:  # (None in range: a scan)
             return f"has the option {key}={value!r}, which its kernel cannot run"
-    if code == "LceBconv2d" and op.inputs is not None and len(op.inputs) and op.inputs[0] >= 0:
-        tensor = graph.tensors[op.inputs[0]]
+    return _bconv_problem(values, graph, op) if code == "LceBconv2d" else None
+
+
+def _bconv_problem(values: dict, graph, op) -> str | None:
+    """A binary convolution whose input or filter shape its kernel cannot run, or None.
+
+    The kernel divides by the filter's dimensions (a zero one stops the process with a
+    floating point exception) and takes the channel count of its input from ``channels_in``.
+    """
+    inputs = _indices(op.inputs)
+    if len(inputs) > 1 and inputs[1] >= 0:
+        shape = _indices(graph.tensors[inputs[1]].shape).tolist()
+        if len(shape) != 4 or min(shape) < 1:
+            return f"has the filter shape {shape}, not 4 dimensions of at least 1"
+    if len(inputs) and inputs[0] >= 0:
+        tensor = graph.tensors[inputs[0]]
         channels = values["channels_in"]
         if tensor.type == schema().TensorType.INT32:  # bit-packed: 32 channels per word
             channels = -(-channels // 32)

@@ -168,8 +168,23 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+# The smallest input height/width Keras builds MobileNet-v1 for.
+MOBILENET_MIN_SIZE = 32
 # --xnnpack: which settings of the interpreter's XNNPACK delegate (float layers) to time.
 _XNNPACK = {"off": (False,), "on": (True,), "both": (False, True)}
+
+
+def _mobilenet_shape(tflite: str) -> tuple[int, ...]:
+    """The flatbuffer's input shape, for which ``--mobilenet`` builds MobileNet-v1."""
+    from melius_larq.deploy.flatbuffer import input_shape
+
+    shape = input_shape(tflite)
+    if len(shape) != 3 or min(shape[:2]) < MOBILENET_MIN_SIZE:
+        raise ValueError(
+            f"--mobilenet needs inputs of at least {MOBILENET_MIN_SIZE}x{MOBILENET_MIN_SIZE}, "
+            f"but {tflite!r} takes {'x'.join(map(str, shape))}."
+        )
+    return shape
 
 
 def _cmd_bench(args) -> int:
@@ -180,34 +195,34 @@ def _cmd_bench(args) -> int:
         format_markdown,
         machine_info,
     )
-
-    threads = args.threads
-    rows = []
-
-    def add(name, runtime, results):
-        for n, stats in results.items():
-            rows.append({"model": name, "runtime": runtime, "threads": n, **stats})
+    from melius_larq.deploy.flatbuffer import load_flatbuffer
 
     name = Path(args.tflite).stem
-    for use_xnnpack in _XNNPACK[args.xnnpack]:
-        runtime = "LCE (indirect BGEMM + XNNPACK)" if use_xnnpack else "LCE (indirect BGEMM)"
-        add(name, runtime, benchmark_lce(args.tflite, threads=threads, runs=args.runs,
-                                         warmup=args.warmup, use_xnnpack=use_xnnpack,
-                                         progress=f"{name} xnnpack={use_xnnpack}"))  # fmt: skip
+    load_flatbuffer(args.tflite)
+    floats = {}  # bad input fails here, before anything is timed
     if args.keras:
         model = _load_keras(args.keras, args.input_size, args.num_classes)
-        add(f"{name} (float)", "TFLite float (XNNPACK)", benchmark_tflite_float(
-            float_tflite(model), threads=threads, runs=args.runs, warmup=args.warmup,
-            progress=f"{name} float"))  # fmt: skip
+        floats[f"{name} (float)", name] = float_tflite(model)
     if args.mobilenet:
         from melius_larq._compat import tf
-        from melius_larq.deploy.flatbuffer import load_flatbuffer
 
-        shape = load_flatbuffer_shape(load_flatbuffer(args.tflite))
-        mobilenet = tf.keras.applications.MobileNet(weights=None, input_shape=tuple(shape))
-        add("MobileNet-v1 1.0", "TFLite float (XNNPACK)", benchmark_tflite_float(
-            float_tflite(mobilenet), threads=threads, runs=args.runs, warmup=args.warmup,
-            progress="mobilenet"))  # fmt: skip
+        shape = _mobilenet_shape(args.tflite)
+        mobilenet = tf.keras.applications.MobileNet(weights=None, input_shape=shape)
+        floats["MobileNet-v1 1.0", "mobilenet"] = float_tflite(mobilenet)
+    rows = []
+
+    def add(model, runtime, results):
+        for n, stats in results.items():
+            rows.append({"model": model, "runtime": runtime, "threads": n, **stats})
+
+    bench = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup}
+    for use_xnnpack in _XNNPACK[args.xnnpack]:
+        runtime = "LCE (indirect BGEMM + XNNPACK)" if use_xnnpack else "LCE (indirect BGEMM)"
+        add(name, runtime, benchmark_lce(args.tflite, use_xnnpack=use_xnnpack, **bench,
+                                         progress=f"{name} xnnpack={use_xnnpack}"))  # fmt: skip
+    for (model, progress), buf in floats.items():
+        add(model, "TFLite float (XNNPACK)",
+            benchmark_tflite_float(buf, **bench, progress=f"{progress} float"))  # fmt: skip
     report = {"machine": machine_info(), "rows": rows}
     table = format_markdown(rows, reference=name)
     print(table)
@@ -219,19 +234,13 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-def load_flatbuffer_shape(buf) -> list[int]:
-    """Input (height, width, channels) of a flatbuffer."""
-    from melius_larq.deploy.flatbuffer import read_model
-
-    model = read_model(buf)
-    sub = model.subgraphs[0]
-    return [int(d) for d in sub.tensors[sub.inputs[0]].shape[1:]]
-
-
 def _cmd_device_bench(args) -> int:
     from melius_larq.deploy.bench import format_markdown
     from melius_larq.deploy.device import run_device_benchmark
 
+    for flag, transport in (("serial", "adb"), ("host", "ssh")):
+        if getattr(args, flag) and args.transport != transport:
+            raise ValueError(f"--{flag} applies to --transport {transport}, not {args.transport}.")
     result = run_device_benchmark(
         args.tflite, binary=args.binary, transport=args.transport, host=args.host,
         serial=args.serial, threads=args.threads,
