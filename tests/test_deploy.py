@@ -25,6 +25,9 @@ from melius_larq.deploy.flatbuffer import FlatbufferError, load_flatbuffer
 from melius_larq.deploy.report import conversion_report
 from melius_larq.deploy.verify import verify_flatbuffer
 
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_deploy")
+
 require("larq_compute_engine")
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -167,9 +170,6 @@ def _fake_tool(directory: Path, name: str, script: str) -> str:
 
 _FAKE = """
 import sys, pathlib
-
-# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_deploy")
 log = pathlib.Path({log!r})
 with log.open("a") as f:
     f.write(" ".join(sys.argv[1:]) + "\\n")

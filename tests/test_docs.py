@@ -22,7 +22,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-EXPECTED_PAGES = {"bnnplus", "benchmarks", "cbd", "deployment", "installation", "models", "training"}
+EXPECTED_PAGES = {
+    "bnnplus",
+    "benchmarks",
+    "cbd",
+    "deployment",
+    "installation",
+    "models",
+    "training",
+}
 # Info strings a fence may carry: anything else (```py, ```sh, a bare ```) is an error, so a
 # block cannot silently escape the test by its spelling.
 LANGUAGES = {"python", "text", "text output", "bash"}

@@ -22,6 +22,9 @@ import melius_larq
 from melius_larq import _tflite
 from melius_larq._tflite import FlatbufferError, load_flatbuffer, pack, read_model
 
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_flatbuffer_damage")
+
 require("larq_compute_engine")
 
 CUTS = 30  # cut lengths, spread over the file
@@ -207,9 +210,6 @@ RUNNER = r"""
 import contextlib, functools, io, json, sys, traceback
 import melius_larq.cli as cli
 import melius_larq.cli.deployment as deployment
-
-# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_flatbuffer_damage")
 deployment._load_keras = functools.cache(deployment._load_keras)  # load the Keras model once
 for job in json.load(sys.stdin):
     print("START", json.dumps(job), flush=True)

@@ -16,6 +16,9 @@ from packaging.utils import canonicalize_name
 
 from melius_larq._optional import EXTRAS
 
+# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_packaging")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Repository folder -> the package it installs as.
@@ -289,9 +292,6 @@ for call, extra, error in ((pyplot, "plots", ImportError), (import_tfds, "datase
         raise AssertionError(f"{{call.__name__}} did not fail")
 sys.argv = ["melius-larq", "list", "MeliusNetTiny"]
 from melius_larq.cli import main
-
-# one worker builds this module's shared fixtures once (make test: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_packaging")
 main()
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
