@@ -352,7 +352,9 @@ def _probe_model():
     x = bnnplus.BNNPlusConv2D(8, 3, reg_lambda=0.5, name="binconv")(inputs)
     model = tf.keras.Model(inputs, tf.keras.layers.GlobalAveragePooling2D()(x))
     # A zero task loss and a zero learning rate: the reported loss is λ_t · R(w; α), with R fixed.
-    model.compile(tf.keras.optimizers.SGD(0.0), loss=lambda y, p: 0.0 * tf.reduce_mean(p))
+    # eager: tracing a train step costs more than these few tiny steps
+    model.compile(tf.keras.optimizers.SGD(0.0), loss=lambda y, p: 0.0 * tf.reduce_mean(p),
+                  run_eagerly=True)  # fmt: skip
     return model
 
 
@@ -389,7 +391,7 @@ def test_regularization_scheduler_changes_lambda_without_recompiling():
 
 def test_beta_scheduler_sets_fixed_betas_and_leaves_trainable_ones():
     model = _small_bnn_plus_model()
-    model.compile(tf.keras.optimizers.Adam(1e-3), loss="mse")
+    model.compile(tf.keras.optimizers.Adam(1e-3), loss="mse", run_eagerly=True)
     fixed = model.get_layer("binconv0").input_quantizer
     trained = model.get_layer("binconv1").input_quantizer
     recorder = _Recorder(lambda: (float(fixed.beta_variable), float(trained.beta_variable)))

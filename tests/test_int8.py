@@ -473,6 +473,7 @@ def test_meliusnet_through_convert_int8_weights(trained_tiny):
     assert agreement >= WEIGHTS_INT8_MIN_AGREEMENT, agreement
 
 
+@pytest.mark.large  # a negative control of the bounds above: two more int8 conversions
 def test_the_int8_checks_fail_for_a_mis_scaled_layer(trained_tiny, monkeypatch):
     """Negative controls: the bounds above catch one float conv scaled by 1.25."""
     import melius_larq.deploy.int8 as int8
