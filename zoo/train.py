@@ -21,6 +21,12 @@ from melius_larq.float_models import FLOAT_MODELS, create_float_model
 from melius_larq.optimizers import RAdam
 from melius_larq.precision import precision_policy
 from melius_larq.zoo.distill import load_teacher, resolve_teacher
+from melius_larq.zoo.finetune import (
+    describe_init,
+    fit_in_phases,
+    load_init_source,
+    transfer_weights,
+)
 from melius_larq.zoo.folder import is_image_folder, scan_image_folder
 from melius_larq.zoo.pipeline import DATASETS, IMAGE_SHAPES, make_dataset, num_classes
 from melius_larq.zoo.recipes import (
@@ -284,6 +290,10 @@ def _best_validation_epoch(history_csv: Path | None, history: dict) -> dict:
             "best_val_checkpoint": f"checkpoints/epoch_{best:03d}.keras"}  # fmt: skip
 
 
+def _loss():
+    return tf.keras.losses.SparseCategoricalCrossentropy()
+
+
 def _build_training_state(
     fit_model: tf.keras.Model, model: tf.keras.Model, dataset: tf.data.Dataset
 ) -> None:
@@ -340,6 +350,7 @@ def train(
     # Everything that can fail on bad input (data, teacher) is resolved before the run
     # directory gets its config.json, so a failed start leaves no run behind.
     teacher_path = resolve_teacher(recipe, run_dir, data_dir=data_dir) if recipe.teacher else None
+    init_source = load_init_source(recipe, build_model) if recipe.init else None
     split = {"data_dir": data_dir, "validation_fraction": recipe.validation_fraction}
     folder = is_image_folder(data_dir)
     train_ds, train_size = make_dataset(
@@ -366,6 +377,8 @@ def train(
     steps = max(1, train_size // recipe.batch_size)
     with dist.scope():
         model = build_model(recipe, num_classes=classes)
+        if init_source is not None:
+            transfer_weights(init_source, model, init=recipe.init)
         if teacher_path:
             teacher = load_teacher(teacher_path, model)
             fit_model = Distiller(model, teacher, kd_weight=recipe.kd_weight,
@@ -393,16 +406,28 @@ def train(
     # statistics) through collective ops, which must happen on all workers in the same order.
     # Workers other than the chief write into a scratch directory of their own.
     out = run_dir if chief else run_dir / "workers" / _task_name()
-    callbacks = [
-        _StopOnNaN(),
-        tf.keras.callbacks.BackupAndRestore(str(out / "backup")),
-        *_bnn_plus_callbacks(recipe, model),  # before CSVLogger, which writes their logs
-        tf.keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
-        _AtomicCheckpoint(out / "checkpoints"),
-        tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
-    ]
-    history = fit_model.fit(train_ds, epochs=recipe.epochs, validation_data=val_ds,
-                            callbacks=callbacks, verbose=verbose).history  # fmt: skip
+
+    def callbacks(backup: Path, append: bool) -> list:
+        return [
+            _StopOnNaN(),
+            tf.keras.callbacks.BackupAndRestore(str(backup)),
+            *_bnn_plus_callbacks(recipe, model),  # before CSVLogger, which writes their logs
+            tf.keras.callbacks.CSVLogger(str(out / "history.csv"), append=append),
+            _AtomicCheckpoint(out / "checkpoints"),
+            tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
+        ]
+
+    def compile_phase(phase: Recipe) -> None:
+        with dist.scope():
+            fit_model.compile(optimizer=_optimizer(phase, steps), metrics=["accuracy"],
+                              jit_compile=recipe.jit_compile,
+                              **({} if teacher_path else {"loss": _loss()}))  # fmt: skip
+            _build_training_state(fit_model, model, train_ds)
+
+    history = fit_in_phases(fit_model, model, recipe, compile_phase=compile_phase,
+                            callbacks=callbacks, out=out, resume=resume,
+                            fit_kwargs={"x": train_ds, "validation_data": val_ds,
+                                        "verbose": verbose}).history  # fmt: skip
     if strategy == "multi-worker":
         # every worker keeps its final weights, so that their equality can be checked
         task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -411,11 +436,13 @@ def train(
     if recipe.precision != "float32":
         with dist.scope():
             model = as_float32(recipe, model)
-    metrics = {"epochs": recipe.epochs, "optimizer_steps": int(tf.keras.backend.get_value(fit_model.optimizer.iterations)),
+    metrics = {"epochs": recipe.epochs, "optimizer_steps": recipe.freeze_epochs * steps + int(tf.keras.backend.get_value(fit_model.optimizer.iterations)),
                "train_images": train_size,
                "validation_images": val_size, "test_images": test_size, "replicas": replicas}  # fmt: skip
     if teacher_path:
         metrics["teacher"] = str(teacher_path)
+    if recipe.init:
+        metrics.update(init=describe_init(recipe.init), freeze_epochs=recipe.freeze_epochs)
     if val_ds is not None:
         if recipe.precision == "float32":
             # the last epoch's validation ran with the final weights
