@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from conftest import trained_like
 
-import melius_larq
 from melius_larq._compat import tf
 from melius_larq.cli import main
 from melius_larq.zoo import finetune
@@ -87,13 +86,23 @@ def test_transfer_names_the_first_layer_without_weights(source):
         np.testing.assert_array_equal(a, b)
 
 
-def test_head_phase_then_all_layers_and_resume_in_both(source, tmp_path, monkeypatch):
-    """Killed in the head-only epochs, then in the first all-layer epoch, then finished."""
+def test_head_phase_then_all_layers_resume_in_both_with_a_teacher(source, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    """From a run directory, with distillation: killed in the head-only epochs, then in the
+    first all-layer epoch, then finished."""
     import melius_larq.zoo.train as train_mod
+    from melius_larq.float_models import create_float_model
 
-    src, path = source
+    src, _ = source
+    source_run = tmp_path / "source_run"
+    source_run.mkdir()
+    src.save(source_run / "model.keras")
+    teacher = tmp_path / "teacher.keras"
+    create_float_model("ResNet18", width=0.0625, input_shape=(28, 28, 1),
+                       num_classes=3).save(teacher)  # fmt: skip
     data, run = _folder(tmp_path / "data"), tmp_path / "run"
-    recipe = _recipe(init=str(path), freeze_epochs=2, fine_tune_learning_rate=0.004)
+    recipe = _recipe(init=str(source_run), freeze_epochs=2, fine_tune_learning_rate=0.004,
+                     teacher=str(teacher))  # fmt: skip
     original = train_mod._StopOnNaN
     seen = []
 
@@ -103,7 +112,7 @@ def test_head_phase_then_all_layers_and_resume_in_both(source, tmp_path, monkeyp
             self.at = at
 
         def on_epoch_begin(self, epoch, logs=None):
-            seen.append((epoch, self.model.get_weights()))
+            seen.append((epoch, self.model.student.get_weights()))
             if epoch == self.at:
                 raise _Killed
 
@@ -127,7 +136,7 @@ def test_head_phase_then_all_layers_and_resume_in_both(source, tmp_path, monkeyp
     assert np.any(head != finetune.classifier_layer(checkpoints[0]).get_weights()[0])
     # each resume started where the run had stopped: epoch 1 from the first checkpoint,
     # epoch 2 (the first all-layer epoch) from the weights the head-only epochs ended with
-    starts = {epoch: weights for epoch, weights in seen}
+    starts = dict(seen)
     assert [e for e, _ in seen] == [0, 1, 1, 2, 2]
     for epoch, reference in ((1, checkpoints[0]), (2, kept)):
         for a, b in zip(starts[epoch], reference.get_weights(), strict=True):
@@ -139,28 +148,10 @@ def test_head_phase_then_all_layers_and_resume_in_both(source, tmp_path, monkeyp
     rows = (run / "history.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [0, 1, 2]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["freeze_epochs"] == 2 and metrics["init"] == str(path)
-    assert metrics["optimizer_steps"] == 3 * (21 // 8)  # 24 images, 3 held out for validation
+    assert metrics["freeze_epochs"] == 2 and metrics["init"] == str(source_run)
+    assert metrics["teacher"] == str(teacher)
+    assert metrics["optimizer_steps"] == 3 * (metrics["train_images"] // 8)
     assert result["model"].output_shape == (None, 3)
-
-
-def test_init_from_a_run_directory_with_a_teacher(source, tmp_path):
-    """A run directory as the source, distillation and the head-only epochs together."""
-    from melius_larq.float_models import create_float_model
-
-    src, path = source
-    source_run = tmp_path / "source_run"
-    source_run.mkdir()
-    src.save(source_run / "model.keras")
-    teacher = tmp_path / "teacher.keras"
-    create_float_model("ResNet18", width=0.0625, input_shape=(28, 28, 1),
-                       num_classes=3).save(teacher)  # fmt: skip
-    recipe = _recipe(init=str(source_run), freeze_epochs=1, epochs=2, teacher=str(teacher))
-    run = tmp_path / "run"
-    train(recipe, run, data_dir=str(_folder(tmp_path / "data")), verbose=0)
-    head_only = tf.keras.models.load_model(run / "checkpoints" / "epoch_001.keras", compile=False)
-    _assert_backbone_equal(head_only, src)
-    assert json.loads((run / "metrics.json").read_text())["teacher"] == str(teacher)
 
 
 @pytest.mark.parametrize(
@@ -181,9 +172,10 @@ def test_bad_starts_give_one_error_line_and_no_run(setting, message, tiny_fmnist
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.keras").write_text("not a model")
     if "{other}" in setting:
-        melius_larq.MeliusNetA(input_shape=(32, 32, 1), num_classes=10).save(
-            tmp_path / "other.keras"
-        )
+        from melius_larq.float_models import create_float_model
+
+        create_float_model("ResNet18", width=0.0625, input_shape=(28, 28, 1),
+                           num_classes=10).save(tmp_path / "other.keras")  # fmt: skip
     value = setting.format(missing=tmp_path / "missing.keras", empty=tmp_path / "empty",
                            notes=tmp_path / "notes.keras", other=tmp_path / "other.keras")  # fmt: skip
     run = tmp_path / "run"
