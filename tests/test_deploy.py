@@ -321,6 +321,13 @@ def test_cli_convert_report_verify(tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["accelerated_binary_layers"] == report["binary_layers"] == 14
     assert _cli("report", out) == 0
+    # report rebuilds the registry model as convert built it: the same report
+    assert _cli("report", out, "--keras", "MeliusNetTiny", "--input-size", 32, "--num-classes", 5,
+                "--json", tmp_path / "again.json") == 0  # fmt: skip
+    assert json.loads((tmp_path / "again.json").read_text()) == report
+    capsys.readouterr()
+    assert _cli("report", out, "--input-size", 32) == 2
+    assert "describe the --keras model; pass --keras" in capsys.readouterr().err
     # logits, not saturated softmax outputs, so that two random models really differ
     for name, seed in (("c", 0), ("d", 1)):
         tf.keras.utils.set_random_seed(seed)

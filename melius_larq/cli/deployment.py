@@ -128,7 +128,9 @@ def _cmd_convert(args) -> int:
 def _cmd_report(args) -> int:
     from melius_larq.deploy.report import conversion_report, format_report
 
-    keras_model = _load_keras(args.keras, None, None) if args.keras else None
+    if not args.keras and (args.input_size or args.num_classes):
+        raise ValueError("--input-size and --num-classes describe the --keras model; pass --keras.")
+    keras_model = _load_keras(args.keras, args.input_size, args.num_classes) if args.keras else None
     report = conversion_report(args.tflite, keras_model=keras_model, target=args.target)
     print(format_report(report))
     _write_json(report, args.json)
@@ -291,6 +293,10 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("report", help="op inventory and sizes of a flatbuffer")
     p.add_argument("tflite")
     p.add_argument("--keras", help="the Keras model it came from (lists layers that stayed float)")
+    p.add_argument("--input-size", type=positive_int,
+                   help="input height/width of a registry --keras model (224)")  # fmt: skip
+    p.add_argument("--num-classes", type=positive_int,
+                   help="classes of a registry --keras model (1000)")  # fmt: skip
     p.add_argument("--target", default="arm", choices=list(TARGETS))
     p.add_argument("--json", help="write the report as JSON")
     p.set_defaults(func=_cmd_report)
