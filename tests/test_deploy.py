@@ -312,7 +312,7 @@ def _cli(*args):
     return main([str(a) for a in args])
 
 
-def test_cli_convert_report_verify(tmp_path, capsys):
+def test_cli_convert_report_verify(tmp_path, capsys, monkeypatch):
     out = tmp_path / "m.tflite"
     # the smallest registry model: every model's conversion is tested in test_lce_conversion
     assert _cli("convert", "MeliusNetTiny", "-o", out, "--input-size", 32, "--num-classes", 5,
@@ -321,9 +321,16 @@ def test_cli_convert_report_verify(tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["accelerated_binary_layers"] == report["binary_layers"] == 14
     assert _cli("report", out) == 0
-    # report rebuilds the registry model as convert built it: the same report
+    # report rebuilds the registry model as convert built it (not at 224 px, 1000 classes)
+    import melius_larq.deploy.report as report_module
+
+    seen = []
+    original = report_module.conversion_report
+    monkeypatch.setattr(report_module, "conversion_report",
+                        lambda buf, **kw: seen.append(kw["keras_model"]) or original(buf, **kw))  # fmt: skip
     assert _cli("report", out, "--keras", "MeliusNetTiny", "--input-size", 32, "--num-classes", 5,
                 "--json", tmp_path / "again.json") == 0  # fmt: skip
+    assert seen[0].input_shape == (None, 32, 32, 3) and seen[0].output_shape == (None, 5)
     assert json.loads((tmp_path / "again.json").read_text()) == report
     capsys.readouterr()
     assert _cli("report", out, "--input-size", 32) == 2

@@ -86,6 +86,25 @@ def test_transfer_names_the_first_layer_without_weights(source):
         np.testing.assert_array_equal(a, b)
 
 
+def test_head_only_epochs_leave_the_backbone_as_loaded(source, tmp_path):
+    src, path = source
+    run = tmp_path / "run"
+    recipe = _recipe(init=str(path), freeze_epochs=1, epochs=2)
+    train(recipe, run, data_dir=str(_folder(tmp_path / "data")), verbose=0)
+    head_only, final = (  # the checkpoints after the head-only and the all-layer epoch
+        tf.keras.models.load_model(run / "checkpoints" / f"epoch_{e:03d}.keras", compile=False)
+        for e in (1, 2)
+    )
+    _assert_backbone_equal(head_only, src)  # BatchNorm statistics too
+    kernel, bias = finetune.classifier_layer(head_only).get_weights()
+    assert kernel.shape[-1] == 3 and np.any(bias != 0)  # the new head (bias starts at 0) trained
+    moved = [n for n, w in _backbone(final).items()
+             if any(np.any(a != b) for a, b in zip(w, _backbone(src)[n], strict=True))]  # fmt: skip
+    assert len(moved) > len(_backbone(src)) // 2  # then every layer trained
+
+
+# Three runs of two phases each, with a teacher: a few minutes on a busy 2-core machine.
+@pytest.mark.large
 def test_head_phase_then_all_layers_resume_in_both_with_a_teacher(source, tmp_path,
                                                                     monkeypatch):  # fmt: skip
     """From a run directory, with distillation: killed in the head-only epochs, then in the
