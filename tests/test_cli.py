@@ -180,7 +180,7 @@ def test_help_exits_0(capsys):
         (["verify", "x.tflite", "--keras", "m.keras", "--min-agreement", "1.5"], "[0, 1], got '1.5'"),
         (["verify", "x.tflite", "--keras", "m.keras", "--samples", "0"], ">= 1, got '0'"),
         (["verify", "x.tflite", "--keras", "m.keras", "--max-abs-diff", "nan"], "finite number, got 'nan'"),
-        (["verify", "x.tflite", "--keras", "m.keras", "--data", "mnist"], "invalid choice: 'mnist'"),
+        (["verify", "x.tflite", "--keras", "m.keras", "--data", "mnist"], "or a folder of images with one sub-folder per class, got 'mnist'"),
         (["bench", "x.tflite", "--threads", "1,0"], ">= 1, got '0'"),
         (["bench", "x.tflite", "--runs", "abc"], "expected an integer, got 'abc'"),
         (["bench", "x.tflite", "--warmup", "-1"], ">= 0, got '-1'"),

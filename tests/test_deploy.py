@@ -332,6 +332,18 @@ def test_cli_convert_report_verify(tmp_path, capsys, monkeypatch):
                 "--json", tmp_path / "again.json") == 0  # fmt: skip
     assert seen[0].input_shape == (None, 32, 32, 3) and seen[0].output_shape == (None, 5)
     assert json.loads((tmp_path / "again.json").read_text()) == report
+    # verify on the test split of an image folder reports both runtimes' accuracy
+    from PIL import Image
+
+    for label in range(5):
+        for split in ("train", "test"):
+            (tmp_path / "images" / split / f"c{label}").mkdir(parents=True)
+            image = Image.new("RGB", (40, 30), (50 * label,) * 3)
+            image.save(tmp_path / "images" / split / f"c{label}" / "0.png")
+    code = _cli("verify", out, "--keras", "MeliusNetTiny", "--input-size", 32, "--num-classes", 5,
+                "--data", tmp_path / "images", "--json", tmp_path / "v.json")  # fmt: skip
+    verified = json.loads((tmp_path / "v.json").read_text())
+    assert code == 0 and verified["samples"] == 5 and "accuracy" in verified, verified
     capsys.readouterr()
     assert _cli("report", out, "--input-size", 32) == 2
     assert "describe the --keras model; pass --keras" in capsys.readouterr().err

@@ -146,11 +146,32 @@ def _verification_inputs(args, model):
         x = rng.uniform(-1, 1, (args.samples, *model.input_shape[1:])).astype(np.float32)
         return x, None
     from melius_larq.zoo.data import dataset_inputs
+    from melius_larq.zoo.folder import folder_images, is_image_folder
+
+    if is_image_folder(args.data):
+        height, _, channels = model.input_shape[1:]
+        return folder_images(args.data, image_size=height, channels=channels, split="test",
+                             limit=args.samples)  # fmt: skip
 
     return dataset_inputs(
         args.data, model.input_shape[1:], limit=args.samples, data_dir=args.data_dir,
         with_labels=True,
     )  # fmt: skip
+
+
+def _verify_data(value: str) -> str:
+    """``--data`` of ``verify``: ``random``, a dataset name or a folder of images."""
+    import argparse
+
+    from melius_larq.zoo.data import INPUT_DATASETS
+    from melius_larq.zoo.folder import is_image_folder
+
+    if value in ("random", *INPUT_DATASETS) or is_image_folder(value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"expected random, {', '.join(INPUT_DATASETS)} or a folder of images with one "
+        f"sub-folder per class, got {value!r}"
+    )
 
 
 def _cmd_verify(args) -> int:
@@ -257,7 +278,6 @@ def _cmd_device_bench(args) -> int:
 def add_subcommands(sub) -> None:
     """Adds the deployment sub-commands to an argparse sub-parser collection."""
     from melius_larq.deploy.convert import TARGETS
-    from melius_larq.zoo.data import INPUT_DATASETS
 
     p = sub.add_parser("convert", help="convert a Keras model to an LCE flatbuffer")
     p.add_argument("model", help="registry name, .keras/.h5 file or SavedModel directory")
@@ -306,8 +326,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--keras", required=True, help="registry name or model path")
     p.add_argument("--input-size", type=positive_int)
     p.add_argument("--num-classes", type=positive_int)
-    p.add_argument("--data", default="random", choices=["random", *INPUT_DATASETS],
-                   help="random inputs or a dataset's test images")  # fmt: skip
+    p.add_argument("--data", default="random", type=_verify_data,
+                   help="random inputs, a dataset's test images or the test split of a folder "
+                   "of images (FOLDER/test/<class>/)")  # fmt: skip
     p.add_argument("--data-dir", help="directory with the dataset files")
     p.add_argument("--samples", type=positive_int, default=100)
     p.add_argument("--seed", type=non_negative_int, default=0)
