@@ -23,7 +23,7 @@ Finished runs under ``--runs`` are read back instead of retrained, so a re-run o
 again. ``--results`` receives ``results.json``, ``results.md`` (the table of the guide,
 docs/fine_tuning.md) and ``validation.png`` (validation top-1 by epoch, final seeds).
 
-Reproduce (about half an hour on 2 CPU cores)::
+Reproduce (about an hour on 2 busy CPU cores; the pretraining takes a third of it)::
 
     nice python -m melius_larq.experiments.fine_tuning --runs runs/fine_tuning \\
         --results docs/fine_tuning
