@@ -212,3 +212,26 @@ def test_imagenet_init_needs_the_preset_of_the_published_weights(tiny_fmnist, tm
     with pytest.raises(ValueError, match=r"init=imagenet: .* preset='larq_zoo', but the recipe "
                        r"has preset='lce'; set preset=larq_zoo"):  # fmt: skip
         finetune.load_init_source(recipe, build_model)
+
+
+def test_experiment_folders_hold_the_split_classes(tiny_fmnist, tmp_path):
+    from melius_larq.experiments import fine_tuning as ft
+    from melius_larq.zoo.data import load_fashion_mnist
+    from melius_larq.zoo.folder import scan_image_folder
+
+    pretrain, target = ft.prepare_folders(tmp_path, per_class=2, fashion_mnist_dir=tiny_fmnist)
+    _, test_labels = load_fashion_mnist("test", tiny_fmnist)
+    for folder, classes, per_class in ((pretrain, ft.PRETRAIN_CLASSES, None),
+                                       (target, ft.TARGET_CLASSES, 2)):  # fmt: skip
+        found = scan_image_folder(folder, validation_fraction=0)
+        names = [ft.CLASS_NAMES[c] for c in classes]
+        present = sorted(d.name for d in (folder / "train").iterdir())
+        assert set(found.classes) <= set(names) and set(present) == set(names)
+        counts = [len(list((folder / "train" / n).iterdir())) for n in names]
+        assert per_class is None or max(counts) <= per_class
+        assert len(found.test[0]) == sum(int(np.sum(test_labels == c)) for c in classes)
+    stamp = (target / "train").stat().st_mtime_ns
+    assert ft.prepare_folders(tmp_path, per_class=2, fashion_mnist_dir=tiny_fmnist)[1] == target
+    assert (target / "train").stat().st_mtime_ns == stamp  # written once, then reused
+    with pytest.raises(ValueError, match=r"Final seeds \[0\] must differ"):
+        ft.run(tmp_path / "runs", tmp_path / "results", choice_seeds=(0,), final_seeds=(0,))
