@@ -26,6 +26,7 @@ __all__ = [
     "fetch_pretrained",
     "list_pretrained",
     "load_weights_into",
+    "pick_preset",
 ]
 
 
