@@ -43,7 +43,8 @@ def test_choices_come_from_the_package_tables():
     assert _choices("summary", "preset") == list(PRESETS)
     assert _choices("convert", "target") == list(TARGETS)
     assert _choices("report", "target") == list(TARGETS)
-    assert _choices("verify", "data") == ["random", *INPUT_DATASETS]
+    verify_data = next(a for a in _subparser("verify")._actions if a.dest == "data").type
+    assert [verify_data(v) for v in ("random", *INPUT_DATASETS)] == ["random", *INPUT_DATASETS]
     assert _choices("train", "recipe") == list(RECIPES)
     assert _choices("train", "strategy") == list(STRATEGIES)
     assert _choices("eval", "dataset") == list(DATASETS)
