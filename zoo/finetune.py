@@ -22,6 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
+from melius_larq import weights as weights_lib
 from melius_larq._compat import tf
 from melius_larq._io import atomic_path
 
@@ -99,13 +100,11 @@ def load_init_source(recipe, build_model) -> tf.keras.Model:
 
 
 def _published(recipe, build_model) -> tf.keras.Model:
-    from melius_larq.weights import PRETRAINED, list_pretrained
-
-    cfgs = [c for c in PRETRAINED if c.model == recipe.model and c.include_top]
+    cfgs = [c for c in weights_lib.PRETRAINED if c.model == recipe.model and c.include_top]
     if not cfgs:
         raise ValueError(
             f"init=imagenet: {recipe.model} has no published ImageNet weights; available: "
-            f"{', '.join(list_pretrained()) or 'none'}."
+            f"{', '.join(weights_lib.list_pretrained()) or 'none'}."
         )
     cfg = cfgs[0]
     if recipe.preset != cfg.preset:
@@ -115,9 +114,7 @@ def _published(recipe, build_model) -> tf.keras.Model:
             f"preset={cfg.preset}."
         )
     source = build_model(recipe, num_classes=cfg.num_classes)
-    from melius_larq.weights import fetch_pretrained, load_h5_weights
-
-    load_h5_weights(source, fetch_pretrained(cfg))
+    weights_lib.load_h5_weights(source, weights_lib.fetch_pretrained(cfg))
     return source
 
 
