@@ -432,7 +432,7 @@ def build_model(
     include_top: bool = True,
     num_classes: int = 1000,
     stem: str = "grouped",
-    preset: str | Preset = "lce",
+    preset: str | Preset = "pick",
     classifier_activation: str | Callable | None = "softmax",
     name: str | None = None,
     binarization: str = "ste",
@@ -443,7 +443,9 @@ def build_model(
     See the public builders (e.g. :func:`melius_larq.MeliusNet22`) for the arguments.
     """
     _check_stem(stem)
-    p = _get_preset(preset)
+    from melius_larq.weights import pick_preset  # local: avoids an import cycle
+
+    p = _get_preset(pick_preset(spec.name, preset, weights, include_top))
     bnn_plus_config = resolve_binarization(binarization, bnn_plus)
     if bnn_plus_config is not None and weights == "imagenet":
         raise ValueError(

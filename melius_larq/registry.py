@@ -47,7 +47,7 @@ _DOC = """Instantiates the {name} architecture ({kind}).
 {metrics}
     Args:
         input_shape: tuple ``(height, width, channels)``. Defaults to ``(224, 224, 3)``
-            (``(32, 32, 3)`` for the thumbnail stem) with ``include_top=True`` and to
+            (``(32, 32, 3)`` for the thumbnail and small stems) with ``include_top=True`` and to
             ``(None, None, 3)`` without it.
         input_tensor: optional Keras tensor to use as the model input.
         weights: ``None`` (random initialization), ``"imagenet"`` (published weights, where
@@ -59,11 +59,15 @@ _DOC = """Instantiates the {name} architecture ({kind}).
         stem: ``"grouped"`` (the authors' grouped 3x3 stem, used for all headline results),
             ``"imagenet"`` (7x7/2 conv), ``"thumbnail"`` (a single 3x3 conv with no
             downsampling, for inputs below 50 px such as CIFAR or Fashion-MNIST) or
-            ``"small"`` (a 3x3 conv, BN, ReLU and a 2x2 max-pool, for 28x28 inputs).
-        preset: ``"lce"`` (default: the authors' training semantics with binary convs padded
-            with +1, so that LCE accelerates every one), ``"reference"`` (the authors' code
-            as written, with -1 padding, which LCE does not accelerate) or ``"larq_zoo"``
-            (larq_zoo's MeliusNet22 semantics, for its weights).
+            ``"small"`` (a 3x3 conv, BN, ReLU and a 2x2 max-pool: one downsampling, for
+            28-32 px inputs such as MeliusNetTiny on Fashion-MNIST).
+        preset: ``"pick"`` (default: ``"lce"``, or with ``weights="imagenet"`` the preset
+            the published file was trained with, said in one log line), ``"lce"`` (the
+            authors' training semantics with binary convs padded with +1, so that LCE
+            accelerates every one), ``"reference"`` (the authors' code as written, with -1
+            padding, which LCE does not accelerate) or ``"larq_zoo"`` (larq_zoo's
+            MeliusNet22 semantics, for its weights). With ``weights="imagenet"`` a preset
+            other than the published file's is an error.
         classifier_activation: activation of the classifier, computed in float32;
             ``None`` returns logits.
         name: model name. Defaults to ``"{lname}"``.
@@ -111,7 +115,7 @@ def _make_builder(spec: VariantSpec) -> Callable[..., tf.keras.Model]:
         include_top: bool = True,
         num_classes: int = 1000,
         stem: str = "grouped",
-        preset: str = "lce",
+        preset: str = "pick",
         classifier_activation: str | Callable | None = "softmax",
         name: str | None = None,
         binarization: str = "ste",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -25,6 +26,7 @@ __all__ = [
     "fetch_pretrained",
     "list_pretrained",
     "load_weights_into",
+    "pick_preset",
 ]
 
 
@@ -79,6 +81,39 @@ PRETRAINED: tuple[PretrainedCfg, ...] = (
 def list_pretrained() -> list[str]:
     """Models with published ImageNet weights, as ``"name (preset=...)"``."""
     return sorted({f"{c.model} (preset={c.preset!r})" for c in PRETRAINED})
+
+
+_LOG = logging.getLogger("melius_larq")
+PICK = "pick"
+DEFAULT_PRESET = "lce"
+
+
+def pick_preset(model: str, preset, weights, include_top: bool = True):
+    """The preset a builder uses: ``preset`` as given, or for ``"pick"`` (the builders'
+    default) the preset the published file was trained with when ``weights="imagenet"``
+    (said in one log line of the ``melius_larq`` logger) and ``"lce"`` otherwise.
+
+    Raises:
+        ValueError: for ``weights="imagenet"`` with an explicit preset other than the one of
+            the published file, naming both.
+    """
+    if weights != "imagenet":
+        return DEFAULT_PRESET if preset == PICK else preset
+    published = [c.preset for c in PRETRAINED if (c.model, c.include_top) == (model, include_top)]
+    if not published:
+        return DEFAULT_PRESET if preset == PICK else preset  # get_pretrained_cfg says what exists
+    name = getattr(preset, "name", preset)
+    if preset == PICK:
+        _LOG.info("%s(weights='imagenet'): using preset=%r, the preset the published weights "
+                  "were trained with.", model, published[0])  # fmt: skip
+        return published[0]
+    if name not in published:
+        raise ValueError(
+            f"weights='imagenet' for {model} were trained with preset={published[0]!r}, but "
+            f"preset={name!r} was given: leave preset unset (it then picks {published[0]!r}) "
+            "or pass weights=None or the path of a weights file trained with that preset."
+        )
+    return preset
 
 
 def get_pretrained_cfg(model: str, preset: str, include_top: bool) -> PretrainedCfg:

@@ -36,7 +36,6 @@ CHOICES = [
     (["summary", "MeliusNet22"], "--preset", ["lce", "reference", "larq_zoo"]),
     (["convert", "m.keras", "-o", "m.tflite"], "--target", ["arm", "xcore"]),
     (["report", "m.tflite"], "--target", ["arm", "xcore"]),
-    (["verify", "m.tflite", "--keras", "m.keras"], "--data", ["random", "fashion_mnist", "cifar10"]),
     (["train", "meliusnettiny_fashion_mnist", "--out", "run"], "--strategy",
      ["default", "mirrored", "multi-worker"]),
     (["eval", "m.keras"], "--dataset", ["fashion_mnist", "cifar10", "imagenet2012"]),
@@ -55,6 +54,13 @@ def test_choice_options_accept_their_values_and_name_a_wrong_one(argv, option, v
     assert f"invalid choice: 'nonsense' (choose from {', '.join(map(repr, values))})" in (
         capsys.readouterr().err
     )
+
+
+def test_verify_data_takes_random_the_datasets_or_a_folder(tmp_path):
+    parser = build_parser()
+    argv = ["verify", "m.tflite", "--keras", "m.keras", "--data"]
+    for value in ("random", "fashion_mnist", "cifar10", str(tmp_path)):
+        assert parser.parse_args([*argv, value]).data == value
 
 
 def test_every_recipe_is_a_train_choice():
@@ -191,7 +197,7 @@ def test_help_exits_0(capsys):
         (["verify", "x.tflite", "--keras", "m.keras", "--min-agreement", "1.5"], "[0, 1], got '1.5'"),
         (["verify", "x.tflite", "--keras", "m.keras", "--samples", "0"], ">= 1, got '0'"),
         (["verify", "x.tflite", "--keras", "m.keras", "--max-abs-diff", "nan"], "finite number, got 'nan'"),
-        (["verify", "x.tflite", "--keras", "m.keras", "--data", "mnist"], "invalid choice: 'mnist'"),
+        (["verify", "x.tflite", "--keras", "m.keras", "--data", "mnist"], "or a folder of images with one sub-folder per class, got 'mnist'"),
         (["bench", "x.tflite", "--threads", "1,0"], ">= 1, got '0'"),
         (["bench", "x.tflite", "--runs", "abc"], "expected an integer, got 'abc'"),
         (["bench", "x.tflite", "--warmup", "-1"], ">= 0, got '-1'"),

@@ -317,7 +317,7 @@ def _cli(*args):
     return main([str(a) for a in args])
 
 
-def test_cli_convert_report_verify(tmp_path, capsys):
+def test_cli_convert_report_verify(tmp_path, capsys, monkeypatch):
     out = tmp_path / "m.tflite"
     # the smallest registry model: every model's conversion is tested in test_lce_conversion
     assert _cli("convert", "MeliusNetTiny", "-o", out, "--input-size", 32, "--num-classes", 5,
@@ -329,6 +329,32 @@ def test_cli_convert_report_verify(tmp_path, capsys):
     printed = capsys.readouterr().out  # the op inventory of the file, not of another model
     assert "| LceBconv2d | 14 |" in printed and "| LceQuantize | 14 |" in printed
     assert f"Flatbuffer size: {out.stat().st_size / 2**20:.3f} MiB" in printed
+    # report rebuilds the registry model as convert built it (not at 224 px, 1000 classes)
+    import melius_larq.deploy.report as report_module
+
+    seen = []
+    original = report_module.conversion_report
+    monkeypatch.setattr(report_module, "conversion_report",
+                        lambda buf, **kw: seen.append(kw["keras_model"]) or original(buf, **kw))  # fmt: skip
+    assert _cli("report", out, "--keras", "MeliusNetTiny", "--input-size", 32, "--num-classes", 5,
+                "--json", tmp_path / "again.json") == 0  # fmt: skip
+    assert seen[0].input_shape == (None, 32, 32, 3) and seen[0].output_shape == (None, 5)
+    assert json.loads((tmp_path / "again.json").read_text()) == report
+    # verify on the test split of an image folder reports both runtimes' accuracy
+    from PIL import Image
+
+    for label in range(5):
+        for split in ("train", "test"):
+            (tmp_path / "images" / split / f"c{label}").mkdir(parents=True)
+            image = Image.new("RGB", (40, 30), (50 * label,) * 3)
+            image.save(tmp_path / "images" / split / f"c{label}" / "0.png")
+    code = _cli("verify", out, "--keras", "MeliusNetTiny", "--input-size", 32, "--num-classes", 5,
+                "--data", tmp_path / "images", "--json", tmp_path / "v.json")  # fmt: skip
+    verified = json.loads((tmp_path / "v.json").read_text())
+    assert code == 0 and verified["samples"] == 5 and "accuracy" in verified, verified
+    capsys.readouterr()
+    assert _cli("report", out, "--input-size", 32) == 2
+    assert "describe the --keras model; pass --keras" in capsys.readouterr().err
     # logits, not saturated softmax outputs, so that two random models really differ
     for name, seed in (("c", 0), ("d", 1)):
         tf.keras.utils.set_random_seed(seed)

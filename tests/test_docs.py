@@ -22,15 +22,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-EXPECTED_PAGES = {
-    "bnnplus",
-    "benchmarks",
-    "cbd",
-    "deployment",
-    "installation",
-    "models",
-    "training",
-}
+EXPECTED_PAGES = {"bnnplus", "benchmarks", "cbd", "deployment", "fine_tuning", "installation",
+                  "models", "training"}  # fmt: skip
 # Info strings a fence may carry: anything else (```py, ```sh, a bare ```) is an error, so a
 # block cannot silently escape the test by its spelling.
 LANGUAGES = {"python", "text", "text output", "bash"}
@@ -146,3 +139,16 @@ def test_commands_in_docs_exist():
         if re.search(r"-m (zoo|deploy)\b|python -m melius_larq\.cli\b", cmd):
             problems.append(f"{where}\n    use the installed names (melius_larq.zoo, ...)")
     assert not problems, "\n".join(problems)
+
+
+def test_fine_tuning_table_is_its_results_json():
+    """The guide's table is the one ``melius_larq.zoo.experiments.fine_tuning`` writes from
+    ``docs/fine_tuning/results.json``, unedited."""
+    import json
+
+    from melius_larq.zoo.experiments.fine_tuning import markdown
+
+    result = json.loads((ROOT / "docs" / "fine_tuning" / "results.json").read_text())
+    table = markdown(result)
+    assert (ROOT / "docs" / "fine_tuning" / "results.md").read_text() == table
+    assert table in (ROOT / "docs" / "fine_tuning.md").read_text()

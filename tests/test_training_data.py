@@ -516,6 +516,27 @@ def test_train_eval_and_calibrate_on_an_image_folder(tmp_path):
     assert x.shape == (5, 32, 32, 3) and x.dtype == np.float32
 
 
+def test_image_folder_in_python_is_the_command_line_reader(tmp_path):
+    from melius_larq.zoo import image_folder
+
+    root = _image_folder(tmp_path / "images")
+    ds, classes = image_folder(root, input_shape=(28, 28, 1), split="validation", batch_size=2)
+    assert classes == ["ant", "bee", "cat"]
+    want = _arrays(make_dataset("fashion_mnist", "validation", batch_size=2, data_dir=str(root))[0])
+    for got, expected in zip(_arrays(ds), want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    train_ds, _ = image_folder(root, input_shape=(32, 32, 3), batch_size=8, augment=True)
+    shapes = [tuple(x.shape) for x, _ in train_ds]
+    assert shapes == [(8, 32, 32, 3)] * 3  # 27 training images: full batches only
+    with pytest.raises(DataError, match=r"input_shape=\(28, 32, 1\): expected \(size, size"):
+        image_folder(root, input_shape=(28, 32, 1))
+    (root / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError, match=r"holds dataset files"):
+        image_folder(root)
+    with pytest.raises(DataError, match=r"has no test split"):
+        image_folder(_image_folder(tmp_path / "more"), split="test")
+
+
 def test_tfds_datasets_hold_out_the_end_of_train(monkeypatch):
     """CIFAR-10 and ImageNet through TFDS: ``train[:n]`` / ``train[n:]`` slices and the test
     split (ImageNet's ``validation``), checked on a stand-in builder (no data offline)."""

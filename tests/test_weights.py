@@ -1,6 +1,7 @@
 """Weight files: larq_zoo compatibility, published-weights download checks, bad files."""
 
 import hashlib
+import logging
 
 import numpy as np
 import pytest
@@ -16,6 +17,9 @@ pytestmark = pytest.mark.xdist_group("test_weights")
 # Tolerance for larq_zoo parity. Both models run the same float ops on the same
 # weights (grouped convs natively instead of split/concat), so only summation order differs.
 ZOO_PARITY_ATOL = 1e-5
+# A failed download must end well within the builder's own cost (building MeliusNet22 at
+# 224 px takes a few seconds on 2 cores): no retries, no waiting on the network.
+OFFLINE_SECONDS = 30
 
 
 def _randomize(model, seed=0):
@@ -122,14 +126,50 @@ def test_missing_and_non_weights_files(tmp_path):
         melius_larq.MeliusNet22(weights=42)
 
 
-def test_imagenet_weights_need_the_larq_zoo_preset():
+def test_imagenet_weights_refuse_another_preset_and_unpublished_models():
     with pytest.raises(
-        ValueError, match=r"No published ImageNet weights for MeliusNet22 with preset='lce'"
+        ValueError,
+        match=r"weights='imagenet' for MeliusNet22 were trained with preset='larq_zoo', but "
+        r"preset='lce' was given: leave preset unset",
     ):
-        melius_larq.MeliusNet22(weights="imagenet")
+        melius_larq.MeliusNet22(weights="imagenet", preset="lce")
     with pytest.raises(ValueError, match=r"No published ImageNet weights for MeliusNet29"):
-        melius_larq.MeliusNet29(weights="imagenet", preset="larq_zoo")
+        melius_larq.MeliusNet29(weights="imagenet")
     assert melius_larq.list_pretrained() == ["MeliusNet22 (preset='larq_zoo')"]
+
+
+def test_preset_pick_is_lce_without_published_weights():
+    lce = melius_larq.MeliusNet22(input_shape=SMALL_SHAPE, num_classes=2, preset="lce")
+    picked = melius_larq.MeliusNet22(input_shape=SMALL_SHAPE, num_classes=2)
+    assert [type(x).__name__ for x in lce.layers] == [type(x).__name__ for x in picked.layers]
+    assert lce.get_layer("stem_s0_conv").kernel_initializer.get_config() == (
+        picked.get_layer("stem_s0_conv").kernel_initializer.get_config()
+    )
+    assert weights_lib.pick_preset("MeliusNet22", "pick", None) == "lce"
+    assert weights_lib.pick_preset("MeliusNet22", "pick", "imagenet") == "larq_zoo"
+    assert weights_lib.pick_preset("MeliusNet22", "reference", "w.h5") == "reference"
+
+
+def test_offline_imagenet_fails_fast_naming_the_url_and_the_way_out(tmp_path, monkeypatch):
+    """No network: the downloader fails as urllib does without a resolver."""
+    import time
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise Exception(  # get_file wraps URL errors in a bare Exception
+            f"URL fetch failure on {args[1]}: None -- "
+            f"{urllib.error.URLError('[Errno -3] Temporary failure in name resolution')}"
+        )
+
+    monkeypatch.setattr(tf.keras.utils, "get_file", offline)
+    monkeypatch.setenv("MELIUS_LARQ_CACHE", str(tmp_path))
+    start = time.perf_counter()
+    with pytest.raises(OSError) as err:
+        melius_larq.MeliusNet22(weights="imagenet", include_top=False)
+    assert time.perf_counter() - start < OFFLINE_SECONDS
+    message = str(err.value)
+    cfg = weights_lib.get_pretrained_cfg("MeliusNet22", "larq_zoo", False)
+    assert "\n" not in message and cfg.url in message and "`weights=`" in message, message
 
 
 def _cfg(path, sha):
@@ -157,7 +197,7 @@ def test_download_offline_gives_a_clear_error(tmp_path):
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
 
 
-def test_weights_imagenet_end_to_end_from_a_local_mirror(zoo_model, tmp_path, monkeypatch):
+def test_weights_imagenet_end_to_end_from_a_local_mirror(zoo_model, tmp_path, monkeypatch, caplog):
     notop = tf.keras.Model(zoo_model.input, zoo_model.get_layer("head_relu").output)
     source = tmp_path / "meliusnet22_weights_notop.h5"
     notop.save_weights(source)
@@ -165,7 +205,10 @@ def test_weights_imagenet_end_to_end_from_a_local_mirror(zoo_model, tmp_path, mo
     cfg = weights_lib.PretrainedCfg("MeliusNet22", "larq_zoo", False, source.as_uri(), sha)
     monkeypatch.setattr(weights_lib, "PRETRAINED", (cfg,))
     monkeypatch.setenv("MELIUS_LARQ_CACHE", str(tmp_path / "cache"))
-    model = melius_larq.MeliusNet22(preset="larq_zoo", weights="imagenet", include_top=False)
+    with caplog.at_level(logging.INFO, logger="melius_larq"):
+        model = melius_larq.MeliusNet22(weights="imagenet", include_top=False)  # preset picked
+    picked = [r.getMessage() for r in caplog.records if r.name == "melius_larq"]
+    assert len(picked) == 1 and "using preset='larq_zoo'" in picked[0], picked
     x = np.random.RandomState(3).uniform(-2, 2, (1, 64, 64, 3)).astype(np.float32)
     np.testing.assert_allclose(model(x, training=False), notop(x), atol=ZOO_PARITY_ATOL * 10)
     assert (tmp_path / "cache" / "meliusnet22" / source.name).is_file()

@@ -334,9 +334,15 @@ def _free_port():
 # Two worker processes, each importing TensorFlow (45-50 s on 2 cores; with a teacher a minute
 # more): in the large set that CI runs (make test-all), to keep make test under 15 minutes.
 @pytest.mark.large
-@pytest.mark.parametrize("teacher", [False, True])
-def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path, teacher):
+@pytest.mark.parametrize("teacher, init", [(False, False), (True, False), (False, True)])
+def test_multi_worker_training_ends_with_identical_weights(tiny_fmnist, tmp_path, teacher, init):
     extra = []
+    if init:  # from a saved model, one head-only epoch, then one of all layers
+        from melius_larq.zoo.recipes import get_recipe
+        from melius_larq.zoo.train import build_model
+
+        build_model(get_recipe("meliusnettiny_fashion_mnist")).save(tmp_path / "init.keras")
+        extra = [f"init={tmp_path / 'init.keras'}", "freeze_epochs=1", "epochs=2"]
     if teacher:
         from melius_larq.float_models import create_float_model
 

@@ -25,7 +25,9 @@ import numpy as np
 
 from melius_larq.zoo.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, split_sizes
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "is_image_folder", "scan_image_folder"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "ImageFolder", "image_folder", "is_image_folder", "scan_image_folder",
+]  # fmt: skip
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # The authors' ImageNet normalisation on RGB 0-255 (also zoo.pipeline.IMAGENET_MEAN/STD).
@@ -186,6 +188,57 @@ def folder_dataset(paths, labels, *, image_size: int, channels: int):
 
     ds = tf.data.Dataset.from_tensor_slices((list(paths), labels))
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def image_folder(path, *, input_shape=(28, 28, 1), split: str = "train", batch_size: int = 32,
+                 augment: bool = False, validation_fraction: float = 0.1, seed: int = 0):  # fmt: skip
+    """A folder of your own images as a batched ``tf.data.Dataset`` for ``model.fit``.
+
+    The reader of ``melius-larq train --data-dir FOLDER`` (layouts, splits and preprocessing
+    in the module docstring): the training split is shuffled (and, with ``augment``, flipped
+    and randomly cropped after a reflected border of 1/14 of the size), the batches of the
+    training split drop their remainder, the others keep it.
+
+    Args:
+        path: the folder (``PATH/<class>/`` or ``PATH/train/<class>/`` with optional
+            ``validation/`` and ``test/``).
+        input_shape: ``(size, size, channels)`` of the model: images are resized to it and
+            decoded to 1 (grayscale) or 3 (RGB) channels.
+        split: ``train``, ``validation`` or ``test``.
+        batch_size: batch size.
+        augment: random flips and crops (training split only).
+        validation_fraction: share of the training images held out as ``validation`` when
+            the folder has no validation split.
+        seed: shuffling and augmentation seed.
+
+    Returns:
+        ``(dataset, class_names)``: batches of ``(images, labels)``; label ``i`` is
+        ``class_names[i]``.
+
+    Raises:
+        DataError: for a folder that is not an image folder, an unreadable image, a split the
+            folder lacks, or an input shape that is not square with 1 or 3 channels.
+
+    Example:
+        >>> ds, classes = image_folder("my_images", input_shape=(28, 28, 1))  # doctest: +SKIP
+        >>> model.fit(ds, epochs=5)  # doctest: +SKIP
+    """
+    from melius_larq.zoo.pipeline import make_dataset
+
+    shape = tuple(input_shape)
+    if len(shape) != 3 or shape[0] != shape[1] or shape[2] not in (1, 3):
+        raise DataError(
+            f"input_shape={input_shape!r}: expected (size, size, channels) with equal sizes "
+            "and 1 or 3 channels."
+        )
+    found = scan_image_folder(path, validation_fraction, check_images=split == "train")
+    if not is_image_folder(path):  # e.g. Fashion-MNIST IDX files next to the class folders
+        raise DataError(f"{str(path)!r} holds dataset files, not only class sub-folders.")
+    ds, _ = make_dataset("fashion_mnist" if shape[2] == 1 else "cifar10", split,
+                         batch_size=batch_size, augment="flip_crop" if augment else "none",
+                         data_dir=str(path), seed=seed, validation_fraction=validation_fraction,
+                         image_size=shape[0], channels=shape[2])  # fmt: skip
+    return ds, list(found.classes)
 
 
 def folder_images(path, *, image_size: int, channels: int, split: str = "train",

@@ -85,6 +85,18 @@ class Recipe:
         kd_temperature: distillation temperature, > 0.
         precision: ``float32``, ``mixed_bfloat16`` (about 2x faster training on CPUs with
             AVX512-BF16; the saved model is float32) or ``mixed_float16`` (GPUs).
+        init: start from trained weights instead of a random initialisation: a ``.keras``
+            model file, a run directory (its ``model.keras``) or ``imagenet`` (the published
+            weights of the model, see ``melius_larq.list_pretrained``). Every layer but the
+            classifier takes the source's weights by layer name; the classifier too when the
+            class counts match, otherwise it starts fresh (``melius_larq.zoo.finetune``).
+            None = random initialisation.
+        freeze_epochs: with ``init``, train only the classifier for this many epochs (at
+            ``learning_rate``, its own cosine decay), then every layer for the remaining
+            ``epochs - freeze_epochs`` at ``fine_tune_learning_rate``. 0 = all layers from
+            the start.
+        fine_tune_learning_rate: peak learning rate of the all-layer epochs after
+            ``freeze_epochs``; None = ``learning_rate``.
         jit_compile: compile the training step with XLA. Off by default: on the 2-core CPU
             it made MeliusNet22 training slower (README, "Training throughput").
         seed: random seed.
@@ -128,6 +140,9 @@ class Recipe:
     kd_weight: float = 0.5
     kd_temperature: float = 4.0
     precision: str = "float32"
+    init: str | None = None
+    freeze_epochs: int = 0
+    fine_tune_learning_rate: float | None = None
     jit_compile: bool = False
     seed: int = 0
 
@@ -271,6 +286,21 @@ def apply_overrides(recipe: Recipe, overrides: list[str] | dict) -> Recipe:
     return dataclasses.replace(recipe, **changes)
 
 
+def _check_fine_tuning(recipe: Recipe) -> None:
+    if not 0 <= recipe.freeze_epochs < recipe.epochs:
+        raise ValueError(
+            f"freeze_epochs={recipe.freeze_epochs!r} must be in [0, epochs={recipe.epochs}): "
+            "the head-only epochs come before at least one epoch of all layers."
+        )
+    if recipe.freeze_epochs and not recipe.init:
+        raise ValueError(
+            f"freeze_epochs={recipe.freeze_epochs} needs init= (the weights to start from)."
+        )
+    rate = recipe.fine_tune_learning_rate
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"fine_tune_learning_rate={rate!r} must be a finite number > 0.")
+
+
 def check_recipe(recipe: Recipe) -> None:
     """Range checks of the numeric recipe fields that training would only trip over later.
 
@@ -285,6 +315,7 @@ def check_recipe(recipe: Recipe) -> None:
         value = getattr(recipe, key)
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{key}={value!r} must be a finite number > 0.")
+    _check_fine_tuning(recipe)
     if not 0.0 <= recipe.kd_weight <= 1.0:
         raise ValueError(f"kd_weight={recipe.kd_weight!r} is outside [0, 1].")
     if not 0.0 <= recipe.validation_fraction <= 0.5:

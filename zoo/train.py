@@ -23,6 +23,12 @@ from melius_larq.optimizers import RAdam
 from melius_larq.precision import precision_policy
 from melius_larq.registry import model_family
 from melius_larq.zoo.distill import load_teacher, resolve_teacher
+from melius_larq.zoo.finetune import (
+    describe_init,
+    fit_in_phases,
+    load_init_source,
+    transfer_weights,
+)
 from melius_larq.zoo.folder import is_image_folder, scan_image_folder
 from melius_larq.zoo.pipeline import DATASETS, IMAGE_SHAPES, make_dataset, num_classes
 from melius_larq.zoo.recipes import (
@@ -336,24 +342,31 @@ def _datasets(recipe: Recipe, data_dir) -> dict:
             "classes": num_classes(recipe.dataset, data_dir)}  # fmt: skip
 
 
-def _compiled_models(recipe: Recipe, data: dict, teacher_path) -> tuple:
-    """``(model, fit_model)``: the compiled model, and what ``fit`` trains (the model, or a
-    :class:`~melius_larq.distillation.Distiller` around it with the teacher)."""
+def _compile(fit_model, model, recipe: Recipe, data: dict, teacher: bool) -> None:
+    """Compiles what ``fit`` trains with the optimizer of ``recipe`` (a whole run, or one
+    phase of a fine-tuning run) and builds its training state."""
     steps = max(1, data["train_size"] // recipe.batch_size)
-    model = build_model(recipe, num_classes=data["classes"])
     loss = tf.keras.losses.SparseCategoricalCrossentropy()
+    fit_model.compile(optimizer=_optimizer(recipe, steps), metrics=["accuracy"],
+                      jit_compile=recipe.jit_compile, **({} if teacher else {"loss": loss}))  # fmt: skip
+    if teacher:
+        model.compile(loss=loss, metrics=["accuracy"])
+    _build_training_state(fit_model, model, data["train"])
+
+
+def _compiled_models(recipe: Recipe, data: dict, teacher_path, init_source) -> tuple:
+    """``(model, fit_model)``: the compiled model, started from ``init_source``'s weights
+    when given, and what ``fit`` trains (the model, or a
+    :class:`~melius_larq.distillation.Distiller` around it with the teacher)."""
+    model = build_model(recipe, num_classes=data["classes"])
+    if init_source is not None:
+        transfer_weights(init_source, model, init=recipe.init)
+    fit_model = model
     if teacher_path:
         teacher = load_teacher(teacher_path, model)
         fit_model = Distiller(model, teacher, kd_weight=recipe.kd_weight,
                               temperature=recipe.kd_temperature)  # fmt: skip
-        fit_model.compile(optimizer=_optimizer(recipe, steps), metrics=["accuracy"],
-                          jit_compile=recipe.jit_compile)  # fmt: skip
-        model.compile(loss=loss, metrics=["accuracy"])
-    else:
-        fit_model = model
-        model.compile(optimizer=_optimizer(recipe, steps), loss=loss, metrics=["accuracy"],
-                      jit_compile=recipe.jit_compile)  # fmt: skip
-    _build_training_state(fit_model, model, data["train"])
+    _compile(fit_model, model, recipe, data, teacher=bool(teacher_path))
     return model, fit_model
 
 
@@ -365,14 +378,15 @@ def _write_config(recipe: Recipe, run_dir: Path, data_dir) -> None:
         write_text_atomic(json.dumps(names, indent=2) + "\n", run_dir / "classes.json")
 
 
-def _callbacks(recipe: Recipe, model, out: Path, resume: bool) -> list:
-    """The callbacks of ``fit``: NaN stop, backup for resume, BNN+ diagnostics, history CSV,
-    checkpoints and TensorBoard, all writing into ``out``."""
+def _callbacks(recipe: Recipe, model, out: Path, backup: Path, append: bool) -> list:
+    """The callbacks of one ``fit``: NaN stop, backup for resume (in ``backup``), BNN+
+    diagnostics, history CSV (appended to with ``append``), checkpoints and TensorBoard,
+    writing into ``out``."""
     return [
         _StopOnNaN(),
-        tf.keras.callbacks.BackupAndRestore(str(out / "backup")),
+        tf.keras.callbacks.BackupAndRestore(str(backup)),
         *_bnn_plus_callbacks(recipe, model),  # before CSVLogger, which writes their logs
-        tf.keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+        tf.keras.callbacks.CSVLogger(str(out / "history.csv"), append=append),
         _AtomicCheckpoint(out / "checkpoints"),
         tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), update_freq="epoch"),
     ]
@@ -382,8 +396,10 @@ def _final_metrics(recipe, model, fit_model, data: dict, history: dict, history_
                    **extra) -> dict:  # fmt: skip
     """The run's ``metrics.json``: sizes, steps and ``extra``, the final validation metrics and
     the best validation epoch, and the test metrics of the final weights."""
-    metrics = {"epochs": recipe.epochs,
-               "optimizer_steps": int(tf.keras.backend.get_value(fit_model.optimizer.iterations)),
+    # a fine-tuning run's head-only epochs ran with an optimizer of their own
+    head_steps = recipe.freeze_epochs * max(1, data["train_size"] // recipe.batch_size)
+    iterations = int(tf.keras.backend.get_value(fit_model.optimizer.iterations))
+    metrics = {"epochs": recipe.epochs, "optimizer_steps": head_steps + iterations,
                "train_images": data["train_size"], "validation_images": data["validation_size"],
                "test_images": data["test_size"], **extra}  # fmt: skip
     if data["validation"] is not None:
@@ -431,9 +447,10 @@ def train(
     # Everything that can fail on bad input (data, teacher) is resolved before the run
     # directory gets its config.json, so a failed start leaves no run behind.
     teacher_path = resolve_teacher(recipe, run_dir, data_dir=data_dir) if recipe.teacher else None
+    init_source = load_init_source(recipe, build_model) if recipe.init else None
     data = _datasets(recipe, data_dir)
     with dist.scope():
-        model, fit_model = _compiled_models(recipe, data, teacher_path)
+        model, fit_model = _compiled_models(recipe, data, teacher_path, init_source)
     run_dir.mkdir(parents=True, exist_ok=True)
     if chief:
         _write_config(recipe, run_dir, data_dir)
@@ -441,10 +458,17 @@ def train(
     # statistics) through collective ops, which must happen on all workers in the same order.
     # Workers other than the chief write into a scratch directory of their own.
     out = run_dir if chief else run_dir / "workers" / _task_name()
-    callbacks = _callbacks(recipe, model, out, resume)
-    fitted = fit_model.fit(data["train"], epochs=recipe.epochs, callbacks=callbacks,
-                           validation_data=data["validation"], verbose=verbose)  # fmt: skip
-    history = fitted.history
+
+    def compile_phase(phase: Recipe) -> None:
+        with dist.scope():
+            _compile(fit_model, model, phase, data, teacher=bool(teacher_path))
+
+    history = fit_in_phases(
+        fit_model, model, recipe, compile_phase=compile_phase, out=out, resume=resume,
+        callbacks=lambda backup, append: _callbacks(recipe, model, out, backup, append),
+        fit_kwargs={"x": data["train"], "validation_data": data["validation"],
+                    "verbose": verbose},
+    ).history  # fmt: skip
     if strategy == "multi-worker":
         # every worker keeps its final weights, so that their equality can be checked
         task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -456,6 +480,8 @@ def train(
     extra = {"replicas": dist.num_replicas_in_sync}
     if teacher_path:
         extra["teacher"] = str(teacher_path)
+    if recipe.init:
+        extra.update(init=describe_init(recipe.init), freeze_epochs=recipe.freeze_epochs)
     metrics = _final_metrics(recipe, model, fit_model, data, history,
                              run_dir / "history.csv" if chief else None, **extra)  # fmt: skip
     with atomic_path(out / "model.keras") as tmp:

@@ -128,7 +128,9 @@ def _cmd_convert(args) -> int:
 def _cmd_report(args) -> int:
     from melius_larq.deploy.report import conversion_report, format_report
 
-    keras_model = _load_keras(args.keras, None, None) if args.keras else None
+    if not args.keras and (args.input_size or args.num_classes):
+        raise ValueError("--input-size and --num-classes describe the --keras model; pass --keras.")
+    keras_model = _load_keras(args.keras, args.input_size, args.num_classes) if args.keras else None
     report = conversion_report(args.tflite, keras_model=keras_model, target=args.target)
     print(format_report(report))
     _write_json(report, args.json)
@@ -144,11 +146,32 @@ def _verification_inputs(args, model):
         x = rng.uniform(-1, 1, (args.samples, *model.input_shape[1:])).astype(np.float32)
         return x, None
     from melius_larq.zoo.data import dataset_inputs
+    from melius_larq.zoo.folder import folder_images, is_image_folder
+
+    if is_image_folder(args.data):
+        height, _, channels = model.input_shape[1:]
+        return folder_images(args.data, image_size=height, channels=channels, split="test",
+                             limit=args.samples)  # fmt: skip
 
     return dataset_inputs(
         args.data, model.input_shape[1:], limit=args.samples, data_dir=args.data_dir,
         with_labels=True,
     )  # fmt: skip
+
+
+def _verify_data(value: str) -> str:
+    """``--data`` of ``verify``: ``random``, a dataset name or a folder of images."""
+    import argparse
+
+    from melius_larq.zoo.data import INPUT_DATASETS
+    from melius_larq.zoo.folder import is_image_folder
+
+    if value in ("random", *INPUT_DATASETS) or is_image_folder(value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"expected random, {', '.join(INPUT_DATASETS)} or a folder of images with one "
+        f"sub-folder per class, got {value!r}"
+    )
 
 
 def _cmd_verify(args) -> int:
@@ -264,7 +287,6 @@ def _cmd_device_bench(args) -> int:
 def add_subcommands(sub) -> None:
     """Adds the deployment sub-commands to an argparse sub-parser collection."""
     from melius_larq.deploy.convert import TARGETS
-    from melius_larq.zoo.data import INPUT_DATASETS
 
     p = sub.add_parser("convert", help="convert a Keras model to an LCE flatbuffer")
     p.add_argument("model", help="registry name, .keras/.h5 file or SavedModel directory")
@@ -300,6 +322,10 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("report", help="op inventory and sizes of a flatbuffer")
     p.add_argument("tflite")
     p.add_argument("--keras", help="the Keras model it came from (lists layers that stayed float)")
+    p.add_argument("--input-size", type=positive_int,
+                   help="input height/width of a registry --keras model (224)")  # fmt: skip
+    p.add_argument("--num-classes", type=positive_int,
+                   help="classes of a registry --keras model (1000)")  # fmt: skip
     p.add_argument("--target", default="arm", choices=list(TARGETS))
     p.add_argument("--json", help="write the report as JSON")
     p.set_defaults(func=_cmd_report)
@@ -309,8 +335,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--keras", required=True, help="registry name or model path")
     p.add_argument("--input-size", type=positive_int)
     p.add_argument("--num-classes", type=positive_int)
-    p.add_argument("--data", default="random", choices=["random", *INPUT_DATASETS],
-                   help="random inputs or a dataset's test images")  # fmt: skip
+    p.add_argument("--data", default="random", type=_verify_data,
+                   help="random inputs, a dataset's test images or the test split of a folder "
+                   "of images (FOLDER/test/<class>/)")  # fmt: skip
     p.add_argument("--data-dir", help="directory with the dataset files")
     p.add_argument("--samples", type=positive_int, default=100)
     p.add_argument("--seed", type=non_negative_int, default=0)

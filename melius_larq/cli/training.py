@@ -67,7 +67,8 @@ def add_subcommands(sub) -> None:
         "recipe", choices=list(RECIPES), metavar="RECIPE", help="recipe name (see `recipes`)"
     )
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=3")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=3; "
+                   "start from weights with init=FILE.keras|RUN_DIR|imagenet freeze_epochs=N")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--strategy", default="default", choices=list(STRATEGIES))
     p.add_argument(
