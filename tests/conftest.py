@@ -6,10 +6,12 @@ builder path (:data:`REPRESENTATIVE_MODELS`), everything else marked ``large`` s
 ``make test-all`` (what CI runs) adds ``--run-large``: every registry model and the slow tests.
 """
 
+import gc
 import gzip
 import importlib
 import os
 import zlib
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -82,15 +84,26 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(autouse=True)
 def _free_keras_state():
-    """Frees Keras' global graph state after each test: building ~200 models otherwise grows
-    a test worker past 8 GiB."""
+    """Frees Keras' global graph state after each test, and collects garbage once a worker
+    holds more than :data:`COLLECT_ABOVE_BYTES`: building ~200 models (make test-all)
+    otherwise grows a worker past 8 GiB, while a full collection after each of make test's
+    ~650 tests costs more time than the tests that build models."""
     yield
-    import gc
-
-    from melius_larq._compat import tf
-
     tf.keras.backend.clear_session()
-    gc.collect()
+    if _resident_bytes() > COLLECT_ABOVE_BYTES:
+        gc.collect()
+
+
+COLLECT_ABOVE_BYTES = 3 * 2**30
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (Linux), or 0 where /proc is not available."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def pytest_addoption(parser):
