@@ -152,3 +152,10 @@ def test_fine_tuning_table_is_its_results_json():
     table = markdown(result)
     assert (ROOT / "docs" / "fine_tuning" / "results.md").read_text() == table
     assert table in (ROOT / "docs" / "fine_tuning.md").read_text()
+    # the README quotes the same runs
+    arms = result["arms"]
+    quoted = " ".join((ROOT / "README.md").read_text().split())
+    for arm in ("fine_tuned", "from_scratch"):
+        mean, std = 100 * arms[arm]["test_mean"], 100 * arms[arm]["test_std"]
+        assert f"{mean:.2f} ± {std:.2f} %" in quoted, arm
+    assert f"p = {result['gain']['p']:.3f}" in quoted
