@@ -312,3 +312,20 @@ def micro_recipe(**changes):
 
     base = get_recipe("meliusnettiny_fashion_mnist")
     return apply_overrides(base, {"model": MICRO_MODEL, **changes})
+
+
+def publish_locally(model, path, *, include_top: bool, monkeypatch, cache) -> None:
+    """Makes ``model``'s weights, saved to ``path``, the published MeliusNet22 file
+    (larq_zoo preset) for this test: ``weights="imagenet"`` then loads them from ``path``
+    into the cache directory ``cache``, with the sha256 check, and nothing downloads."""
+    import hashlib
+
+    from melius_larq import weights as weights_lib
+
+    model.save_weights(path)
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    cfg = weights_lib.PretrainedCfg(
+        "MeliusNet22", "larq_zoo", include_top, Path(path).as_uri(), sha
+    )
+    monkeypatch.setattr(weights_lib, "PRETRAINED", (cfg,))
+    monkeypatch.setenv("MELIUS_LARQ_CACHE", str(cache))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import trained_like
+from conftest import fashion_mnist_or_skip, trained_like
 
 import melius_larq
 from melius_larq._compat import tf
@@ -143,12 +143,8 @@ def test_convert_int8_options(saved, tmp_path, monkeypatch, capsys):
     each reach convert_int8, and the file takes and gives int8."""
     from melius_larq.deploy import int8
     from melius_larq.deploy.verify import lce_interpreter
-    from melius_larq.zoo.data import DataError, load_fashion_mnist
 
-    try:
-        load_fashion_mnist("train")
-    except DataError as err:
-        pytest.skip(f"Fashion-MNIST is not installed: {err}")
+    images, _ = fashion_mnist_or_skip("train")
     seen = {}
     real = int8.convert_int8
 
@@ -166,7 +162,6 @@ def test_convert_int8_options(saved, tmp_path, monkeypatch, capsys):
     assert (x.shape, y.shape, seen["qat_epochs"]) == ((32, 28, 28, 1), (32,), 1)
     assert seen["int8_io"] is True
     # the first Fashion-MNIST training images, preprocessed as for training
-    images, _ = load_fashion_mnist("train")
     from melius_larq.zoo.data import preprocess_fashion_mnist
 
     np.testing.assert_array_equal(seen["calibration"], preprocess_fashion_mnist(images[:24]))

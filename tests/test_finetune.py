@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import trained_like
+from conftest import publish_locally, trained_like
 
 from melius_larq._compat import tf
 from melius_larq.cli import main
@@ -239,20 +239,13 @@ def test_experiment_folders_hold_the_split_classes(tiny_fmnist, tmp_path):
 
 def test_imagenet_init_loads_the_published_file(tmp_path, monkeypatch):
     """init=imagenet from a local stand-in of the published file (no download in tests)."""
-    import hashlib
-
-    from melius_larq import weights as weights_lib
 
     recipe = apply_overrides(get_recipe("meliusnet22_cifar10"),
                              {"init": "imagenet", "preset": "larq_zoo"})  # fmt: skip
     tf.keras.utils.set_random_seed(3)
     published = trained_like(build_model(recipe, num_classes=1000), seed=3)
-    path = tmp_path / "meliusnet22_weights.h5"
-    published.save_weights(path)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    cfg = weights_lib.PretrainedCfg("MeliusNet22", "larq_zoo", True, path.as_uri(), sha)
-    monkeypatch.setattr(weights_lib, "PRETRAINED", (cfg,))
-    monkeypatch.setenv("MELIUS_LARQ_CACHE", str(tmp_path / "cache"))
+    publish_locally(published, tmp_path / "meliusnet22_weights.h5", include_top=True,
+                    monkeypatch=monkeypatch, cache=tmp_path / "cache")  # fmt: skip
     source = finetune.load_init_source(recipe, build_model)
     model = build_model(recipe, num_classes=10)
     assert finetune.transfer_weights(source, model, init="imagenet") is True

@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import SMALL_SHAPE, require
+from conftest import SMALL_SHAPE, publish_locally, require
 
 import melius_larq
 from melius_larq import weights as weights_lib
@@ -199,19 +199,15 @@ def test_download_offline_gives_a_clear_error(tmp_path):
 
 def test_weights_imagenet_end_to_end_from_a_local_mirror(zoo_model, tmp_path, monkeypatch, caplog):
     notop = tf.keras.Model(zoo_model.input, zoo_model.get_layer("head_relu").output)
-    source = tmp_path / "meliusnet22_weights_notop.h5"
-    notop.save_weights(source)
-    sha = hashlib.sha256(source.read_bytes()).hexdigest()
-    cfg = weights_lib.PretrainedCfg("MeliusNet22", "larq_zoo", False, source.as_uri(), sha)
-    monkeypatch.setattr(weights_lib, "PRETRAINED", (cfg,))
-    monkeypatch.setenv("MELIUS_LARQ_CACHE", str(tmp_path / "cache"))
+    publish_locally(notop, tmp_path / "meliusnet22_weights_notop.h5", include_top=False,
+                    monkeypatch=monkeypatch, cache=tmp_path / "cache")  # fmt: skip
     with caplog.at_level(logging.INFO, logger="melius_larq"):
         model = melius_larq.MeliusNet22(weights="imagenet", include_top=False)  # preset picked
     picked = [r.getMessage() for r in caplog.records if r.name == "melius_larq"]
     assert len(picked) == 1 and "using preset='larq_zoo'" in picked[0], picked
     x = np.random.RandomState(3).uniform(-2, 2, (1, 64, 64, 3)).astype(np.float32)
     np.testing.assert_allclose(model(x, training=False), notop(x), atol=ZOO_PARITY_ATOL * 10)
-    assert (tmp_path / "cache" / "meliusnet22" / source.name).is_file()
+    assert (tmp_path / "cache" / "meliusnet22" / "meliusnet22_weights_notop.h5").is_file()
 
 
 def test_published_weights_are_pinned():

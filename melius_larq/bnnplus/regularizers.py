@@ -39,9 +39,10 @@ REDUCTIONS = ("mean", "sum")
 # Euclidean default is a hundredth of 10.0, the λ that (like Manhattan 0.3) makes the loss
 # term about 5 % of the initial cross-entropy; it was not part of the experiment.
 DEFAULT_REG_LAMBDA = {"none": 0.0, "manhattan": 0.003, "euclidean": 0.1}
-# The former defaults, for reduction="sum" (λ · Σ_i R). Measured the same way they are 3.2 %
-# (Manhattan) and 3.3 % (Euclidean) of MeliusNet22's initial cross-entropy but 0.39 % and
-# 0.69 % of MeliusNetTiny's, because a sum grows with the number of weights.
+# The defaults for reduction="sum" (λ · Σ_i R), which models saved without the reduction
+# option use. Measured the same way they are 3.2 % (Manhattan) and 3.3 % (Euclidean) of
+# MeliusNet22's initial cross-entropy but 0.39 % and 0.69 % of MeliusNetTiny's, because a sum
+# grows with the number of weights.
 SUM_REG_LAMBDA = {"none": 0.0, "manhattan": 1e-6, "euclidean": 5e-5}
 
 
