@@ -17,9 +17,6 @@ pytestmark = pytest.mark.xdist_group("test_weights")
 # Tolerance for larq_zoo parity. Both models run the same float ops on the same
 # weights (grouped convs natively instead of split/concat), so only summation order differs.
 ZOO_PARITY_ATOL = 1e-5
-# A failed download must end well within the builder's own cost (building MeliusNet22 at
-# 224 px takes a few seconds on 2 cores): no retries, no waiting on the network.
-OFFLINE_SECONDS = 30
 
 
 def _randomize(model, seed=0):
@@ -152,10 +149,12 @@ def test_preset_pick_is_lce_without_published_weights():
 
 def test_offline_imagenet_fails_fast_naming_the_url_and_the_way_out(tmp_path, monkeypatch):
     """No network: the downloader fails as urllib does without a resolver."""
-    import time
     import urllib.error
 
+    calls = []
+
     def offline(*args, **kwargs):
+        calls.append(args)
         raise Exception(  # get_file wraps URL errors in a bare Exception
             f"URL fetch failure on {args[1]}: None -- "
             f"{urllib.error.URLError('[Errno -3] Temporary failure in name resolution')}"
@@ -163,10 +162,9 @@ def test_offline_imagenet_fails_fast_naming_the_url_and_the_way_out(tmp_path, mo
 
     monkeypatch.setattr(tf.keras.utils, "get_file", offline)
     monkeypatch.setenv("MELIUS_LARQ_CACHE", str(tmp_path))
-    start = time.perf_counter()
     with pytest.raises(OSError) as err:
         melius_larq.MeliusNet22(weights="imagenet", include_top=False)
-    assert time.perf_counter() - start < OFFLINE_SECONDS
+    assert len(calls) == 1  # one attempt, no retries: fails as fast as the resolver answers
     message = str(err.value)
     cfg = weights_lib.get_pretrained_cfg("MeliusNet22", "larq_zoo", False)
     assert "\n" not in message and cfg.url in message and "`weights=`" in message, message
