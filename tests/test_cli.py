@@ -56,11 +56,15 @@ def test_choice_options_accept_their_values_and_name_a_wrong_one(argv, option, v
     )
 
 
-def test_verify_data_takes_random_the_datasets_or_a_folder(tmp_path):
+def test_verify_data_takes_random_or_a_dataset_and_names_a_wrong_value(capsys):
+    """(a folder of images too: tests/test_deploy.py verifies on one)"""
     parser = build_parser()
     argv = ["verify", "m.tflite", "--keras", "m.keras", "--data"]
-    for value in ("random", "fashion_mnist", "cifar10", str(tmp_path)):
+    for value in ("random", "fashion_mnist", "cifar10"):
         assert parser.parse_args([*argv, value]).data == value
+    with pytest.raises(SystemExit):
+        parser.parse_args([*argv, "mnist"])
+    assert "fashion_mnist, cifar10 or a folder of images" in capsys.readouterr().err
 
 
 def test_every_recipe_is_a_train_choice():
