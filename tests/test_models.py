@@ -154,12 +154,13 @@ def test_fit_on_random_batches_moves_every_weight(name):
 
 
 def test_input_tensor_and_default_shapes():
+    # every builder shares these defaults (one signature); the smallest network shows them
     tensor = tf.keras.Input((48, 48, 3))
-    model = melius_larq.MeliusNet22(input_tensor=tensor, num_classes=3)
+    model = melius_larq.MeliusNetTiny(input_tensor=tensor, num_classes=3)
     assert model.input is tensor and model.output_shape == (None, 3)
-    assert melius_larq.MeliusNet22().input_shape == (None, 224, 224, 3)
-    assert melius_larq.MeliusNet22(stem="thumbnail").input_shape == (None, 32, 32, 3)
-    assert melius_larq.MeliusNet22(include_top=False).input_shape == (None, None, None, 3)
+    assert melius_larq.MeliusNetTiny().input_shape == (None, 224, 224, 3)
+    assert melius_larq.MeliusNetTiny(stem="thumbnail").input_shape == (None, 32, 32, 3)
+    assert melius_larq.MeliusNetTiny(include_top=False).input_shape == (None, None, None, 3)
 
 
 def test_classifier_activation():

@@ -104,8 +104,9 @@ def test_maps_at_least_as_large_as_the_kernel_are_left_alone(shape):
     assert max(_relative_errors(model, _convert_quietly(model)).values()) <= LCE_RTOL
 
 
-# 64x64 (section 3 only) in the large set: the 32x32 case rewrites sections 2 and 3
-@pytest.mark.parametrize("size", [32, pytest.param(64, marks=pytest.mark.large)])
+# A real network through the rewrite and LCE (make test checks the rewrite on single layers)
+@pytest.mark.large
+@pytest.mark.parametrize("size", [32, 64])
 def test_larq_zoo_meliusnet22_at_small_inputs_converts_exactly(size):
     """The larq_zoo preset pads with zeros: at 32x32 sections 2 and 3 run on 2x2 and 1x1
     maps, at 64x64 section 3 on 2x2 maps."""
