@@ -41,6 +41,7 @@ import numpy as np
 
 from melius_larq._io import save_figure, write_text_atomic
 from melius_larq._optional import pyplot
+from melius_larq.zoo.experiments import run_and_print
 
 __all__ = ["main", "markdown", "prepare_folders", "run"]
 
@@ -252,14 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     runs, results, options = "runs/fine_tuning", "docs/fine_tuning", {}
     if args.quick:
         runs, results, options = "runs/fine_tuning_quick", "runs/fine_tuning_quick/results", QUICK
-    try:
-        result = run(args.runs or runs, args.results or results, verbose=args.verbose,
-                     fashion_mnist_dir=args.data_dir, **options)  # fmt: skip
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(markdown(result))
-    return 0
+    return run_and_print(
+        lambda: run(
+            args.runs or runs,
+            args.results or results,
+            verbose=args.verbose,
+            fashion_mnist_dir=args.data_dir,
+            **options,
+        ),
+        markdown,
+    )
 
 
 if __name__ == "__main__":

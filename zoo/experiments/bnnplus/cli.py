@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from melius_larq.zoo.experiments import bnnplus
+from melius_larq.zoo.experiments import bnnplus, run_and_print
 from melius_larq.zoo.experiments.bnnplus import recipes
 from melius_larq.zoo.experiments.bnnplus.experiment import run
 from melius_larq.zoo.experiments.bnnplus.report import markdown
@@ -57,12 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:  # its numbers measure nothing: kept out of the real runs and the docs
         options.update(recipes.QUICK)
         runs, results = "runs/bnnplus_quick", "runs/bnnplus_quick/results"
-    try:
-        result = run(args.runs or runs, args.results or results, until=args.until,
-                     step1_seed=args.step1_seed,
-                     data_dir=args.data_dir, verbose=args.verbose, **options)  # fmt: skip
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(markdown(result))
-    return 0
+    return run_and_print(
+        lambda: run(
+            args.runs or runs,
+            args.results or results,
+            until=args.until,
+            step1_seed=args.step1_seed,
+            data_dir=args.data_dir,
+            verbose=args.verbose,
+            **options,
+        ),
+        markdown,
+    )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from melius_larq.zoo.experiments import meliusnet_vs_mobilenet
+from melius_larq.zoo.experiments import meliusnet_vs_mobilenet, run_and_print
 from melius_larq.zoo.experiments.meliusnet_vs_mobilenet import experiment, networks
 from melius_larq.zoo.experiments.meliusnet_vs_mobilenet.experiment import run
 from melius_larq.zoo.experiments.meliusnet_vs_mobilenet.report import markdown
@@ -77,11 +76,14 @@ def _options(args) -> tuple[str, str, dict]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     runs, results, options = _options(args)
-    try:
-        result = run(runs, results, overrides=args.set, data_dir=args.data_dir,
-                     verbose=args.verbose, **options)  # fmt: skip
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(markdown(result))
-    return 0
+    return run_and_print(
+        lambda: run(
+            runs,
+            results,
+            overrides=args.set,
+            data_dir=args.data_dir,
+            verbose=args.verbose,
+            **options,
+        ),
+        markdown,
+    )
