@@ -443,9 +443,9 @@ def build_model(
     See the public builders (e.g. :func:`melius_larq.MeliusNet22`) for the arguments.
     """
     _check_stem(stem)
-    from melius_larq.weights import pick_preset  # local: avoids an import cycle
+    from melius_larq import weights as weights_lib  # local: avoids an import cycle
 
-    p = _get_preset(pick_preset(spec.name, preset, weights, include_top))
+    p = _get_preset(weights_lib.pick_preset(spec.name, preset, weights, include_top))
     bnn_plus_config = resolve_binarization(binarization, bnn_plus)
     if bnn_plus_config is not None and weights == "imagenet":
         raise ValueError(
@@ -457,6 +457,8 @@ def build_model(
         bnn_plus_config.check_network(f"preset={p.name!r}", kernel_clip=p.kernel_clip)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"Expected `num_classes` to be a positive int, but got {num_classes!r}.")
+    weights_lib.check_weights_argument(weights, model=spec.name, preset=p.name,
+                                       include_top=include_top, num_classes=num_classes)  # fmt: skip
     if input_tensor is not None and input_shape is None:
         input_shape = tuple(input_tensor.shape[1:])
     shape = _resolve_input_shape(input_shape, include_top, stem)
@@ -494,7 +496,5 @@ def build_model(
     model = tf.keras.Model(model_inputs, x, name=name or spec.name.lower())
 
     if weights is not None:
-        from melius_larq import weights as weights_lib  # local: avoids an import cycle
-
         weights_lib.load_weights_into(model, weights, spec=spec, preset=p, include_top=include_top)
     return model

@@ -200,17 +200,9 @@ def fetch_pretrained(
 def read_h5_weights(path: str | os.PathLike) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Reads a Keras 2 ``.h5`` weights (or full model) file: layer -> [(weight, array)]."""
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f"Weights file {str(path)!r} does not exist.")
-    if not h5py.is_hdf5(path):
-        raise ValueError(
-            f"{str(path)!r} is not a weights file: expected a Keras .h5 (HDF5) weights file "
-            "as written by model.save_weights('...h5')."
-        )
+    _check_weights_file(path)
     with h5py.File(path, "r") as f:
         group = f["model_weights"] if "model_weights" in f else f
-        if "layer_names" not in group.attrs:
-            raise ValueError(f"{str(path)!r} is an HDF5 file but holds no Keras layer weights.")
         result = {}
         for raw in group.attrs["layer_names"]:
             layer = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -309,6 +301,46 @@ def load_h5_weights(model: tf.keras.Model, path: str | os.PathLike) -> None:
         )
     for layer, values in assignments:
         layer.set_weights(values)
+
+
+def check_weights_argument(weights, *, model: str, preset: str, include_top: bool,
+                           num_classes: int) -> None:  # fmt: skip
+    """Checks the builders' ``weights`` argument before the model is built, so that a wrong
+    value fails at once: a published file must exist for ``model``/``preset`` with
+    ``num_classes``; a path must be an existing Keras ``.h5`` weights file.
+
+    Raises:
+        ValueError: naming the bad value and what was expected.
+    """
+    if weights is None:
+        return
+    if weights == "imagenet":
+        cfg = get_pretrained_cfg(model, preset, include_top)
+        if include_top and num_classes != cfg.num_classes:
+            raise ValueError(
+                f"weights='imagenet' has num_classes={cfg.num_classes}, but the model was "
+                f"built with num_classes={num_classes}."
+            )
+        return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            f"Expected `weights` to be None, 'imagenet' or a file path, but got {weights!r}."
+        )
+    _check_weights_file(Path(weights))
+
+
+def _check_weights_file(path: Path) -> None:
+    if not path.exists():
+        raise ValueError(f"Weights file {str(path)!r} does not exist.")
+    if not h5py.is_hdf5(path):
+        raise ValueError(
+            f"{str(path)!r} is not a weights file: expected a Keras .h5 (HDF5) weights file "
+            "as written by model.save_weights('...h5')."
+        )
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in group.attrs:
+            raise ValueError(f"{str(path)!r} is an HDF5 file but holds no Keras layer weights.")
 
 
 def load_weights_into(model, weights, *, spec, preset, include_top) -> None:

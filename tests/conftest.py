@@ -106,11 +106,28 @@ def _resident_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def _check_xdist_groups(config, items) -> None:
+    """Stops the run when ``--dist loadgroup`` did not group the modules that share fixtures:
+    pytest-xdist marks a grouped test by a ``@group`` suffix on its node id (pytest 9 ignores
+    it, and every module fixture is then built again on each worker)."""
+    if not config.getvalue("loadgroup"):  # set on xdist workers under --dist loadgroup
+        return
+    lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        pytest.exit(
+            f"--dist loadgroup did not group {lost[0]} (pytest {pytest.__version__}): install "
+            "the pytest and pytest-xdist of requirements-test.txt (make setup)",
+            returncode=3,
+        )
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-large", action="store_true", help="also run tests marked large")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
+    _check_xdist_groups(config, items)
     if config.getoption("--run-large"):
         return
     marker = pytest.mark.skip(reason="large test: run with --run-large")
@@ -300,6 +317,15 @@ def micro_bnn(*, input_shape, num_classes, stem=None, preset=None, binarization=
 
 def pytest_configure(config):
     from melius_larq.registry import list_models, register_model
+
+    dist = config.getoption("dist", default="no")
+    if dist == "loadgroup" and int(pytest.__version__.split(".")[0]) >= 9:
+        # pytest-xdist 3.8 groups by a node-id suffix that pytest 9 no longer reads
+        pytest.exit(
+            f"--dist loadgroup does not group tests under pytest {pytest.__version__}: install "
+            "the pytest and pytest-xdist of requirements-test.txt (make setup)",
+            returncode=3,
+        )
 
     if MICRO_MODEL not in list_models(family="experiment"):
         register_model(MICRO_MODEL, micro_bnn, family="experiment")

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import publish_locally, trained_like
+from conftest import micro_recipe, publish_locally, trained_like
 
 from melius_larq._compat import tf
 from melius_larq.cli import main
@@ -34,13 +34,14 @@ def _folder(root, per_class=8):
 
 
 def _recipe(**changes):
-    base = {"epochs": 3, "batch_size": 8, "train_limit": None}
-    return apply_overrides(get_recipe("meliusnettiny_fashion_mnist"), {**base, **changes})
+    """The micro network's recipe (conftest.MICRO_MODEL: a float conv, a binary conv, each
+    with BatchNorm, and a classifier): fine-tuning is the same for every registry model."""
+    return micro_recipe(**{"epochs": 3, "batch_size": 8, "train_limit": None, **changes})
 
 
 @pytest.fixture()
 def source(tmp_path):
-    """A 10-class MeliusNetTiny with weights unlike a fresh one's, saved as .keras."""
+    """A 10-class micro network with weights unlike a fresh one's, saved as .keras."""
     tf.keras.utils.set_random_seed(7)
     model = trained_like(build_model(_recipe(), num_classes=10), seed=7)
     path = tmp_path / "source.keras"
