@@ -110,7 +110,7 @@ def _check_xdist_groups(config, items) -> None:
     """Stops the run when ``--dist loadgroup`` did not group the modules that share fixtures:
     pytest-xdist marks a grouped test by a ``@group`` suffix on its node id (pytest 9 ignores
     it, and every module fixture is then built again on each worker)."""
-    if not config.getvalue("loadgroup"):  # set on xdist workers under --dist loadgroup
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers (loadgroup)
         return
     lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
     if lost:

@@ -127,6 +127,25 @@ def test_verify_passes_for_a_converted_model_and_fails_for_another():
     assert not verify_flatbuffer(buf, other, x, min_agreement=1.0, max_abs_diff=1e-6)["passed"]
 
 
+SUM_ORDER_RTOL = 1e-5  # float32 sums in another order, relative to the largest output
+
+
+def test_keras_outputs_equal_predict_eagerly_and_batched(monkeypatch):
+    from melius_larq.deploy import verify
+
+    model = small_model("MeliusNetTiny")
+    x = np.random.RandomState(1).uniform(-1, 1, (5, 32, 32, 3)).astype(np.float32)
+    want = model.predict(x, batch_size=2, verbose=0)
+    eager = verify.keras_outputs(model, x, batch_size=2)  # 3 eager batches: 2 + 2 + 1
+    monkeypatch.setattr(verify, "EAGER_SAMPLES", 4)
+    called = []
+    monkeypatch.setattr(model, "predict", lambda *a, **k: called.append(1) or want)
+    assert verify.keras_outputs(model, x, batch_size=2) is want and called  # 5 > 4: predict
+    # the same graph on the same inputs; only the order of float32 sums may differ (a few
+    # float32 epsilons, 1.2e-7 each, of the largest output, which reaches about 50 here)
+    np.testing.assert_allclose(eager, want, rtol=0, atol=SUM_ORDER_RTOL * np.abs(want).max())
+
+
 def test_bench_smoke(mixed_model, mixed_buf):
     lce = benchmark_lce(mixed_buf, threads=(1, 2), runs=3, warmup=1)
     assert set(lce) == {1, 2} and all(r["runs"] == 3 and r["median_ms"] > 0 for r in lce.values())

@@ -123,6 +123,25 @@ def test_missing_and_non_weights_files(tmp_path):
         melius_larq.MeliusNet22(weights=42)
 
 
+def test_bad_weights_fail_before_the_model_is_built(tmp_path, monkeypatch):
+    import melius_larq.models as models
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built before its weights argument was checked")
+
+    monkeypatch.setattr(models, "_Builder", no_build)
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    for weights, message in ((str(tmp_path / "nope.h5"), "does not exist"),
+                             (str(text), "is not a weights file"), (42, "Expected `weights`")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            melius_larq.MeliusNet22(weights=weights)
+    with pytest.raises(ValueError, match="num_classes=1000, but the model was built with "):
+        melius_larq.MeliusNet22(weights="imagenet", num_classes=10)
+    with pytest.raises(AssertionError, match="was built"):  # a good value goes on to the build
+        melius_larq.MeliusNet22(weights=None)
+
+
 def test_imagenet_weights_refuse_another_preset_and_unpublished_models():
     with pytest.raises(
         ValueError,
