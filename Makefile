@@ -48,10 +48,12 @@ test-all: setup lint
 	$(PYTEST) --durations=25 --run-large $(PYTEST_ARGS) $(addprefix --ignore=,$(MODEL_TESTS))
 
 demo: setup
-	$(PY) -m melius_larq demo
+	$(PY) -m melius_larq demo --results docs/demo
 
+# Every table of docs/benchmarks.md, from one run (flatbuffers under runs/, not committed).
 bench: setup
-	$(PY) -m melius_larq.deploy.suite --out bench_results
+	$(PY) -m melius_larq.deploy.suite --out docs/benchmarks --flatbuffers runs/bench \
+		--page docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) runs bench_results .pytest_cache

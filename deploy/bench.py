@@ -23,6 +23,7 @@ __all__ = [
     "float_tflite",
     "format_markdown",
     "machine_info",
+    "ratio_over_rounds",
     "timing_stats",
 ]
 
@@ -73,8 +74,10 @@ def benchmark_alternating(
     """Latencies of several LCE flatbuffers that take turns, one thread count.
 
     Each round times every candidate for ``runs`` calls, in turn, so that a slow phase of a
-    shared machine hits all of them; a candidate's result is the best of its ``rounds``
-    medians (interference only ever slows a run down).
+    shared machine hits all of them. A candidate's result is the median of its ``rounds``
+    round medians with their minimum and maximum (the spread between rounds); the minimum is
+    also its best median (interference only ever slows a run down). Compare two candidates
+    round by round with :func:`ratio_over_rounds`.
 
     Args:
         candidates: ``{name: (flatbuffer, use_xnnpack)}``.
@@ -84,7 +87,8 @@ def benchmark_alternating(
         progress: print one line per round.
 
     Returns:
-        ``{name: {"best_median_ms", "medians_ms", "use_xnnpack"}}``.
+        ``{name: {"median_ms", "min_ms", "max_ms", "best_median_ms", "medians_ms",
+        "use_xnnpack"}}``.
 
     Raises:
         ValueError: for ``rounds`` < 1 (and, from the timing, ``runs`` < 1 or ``warmup`` < 0).
@@ -108,8 +112,37 @@ def benchmark_alternating(
         if progress:
             print(f"round {r + 1}/{rounds}: " + ", ".join(
                 f"{n} {m[-1]:.2f} ms" for n, m in medians.items()), flush=True)  # fmt: skip
-    return {name: {"best_median_ms": min(m), "medians_ms": m, "use_xnnpack": candidates[name][1]}
-            for name, m in medians.items()}  # fmt: skip
+    return {
+        name: {
+            "median_ms": statistics.median(m),
+            "min_ms": min(m),
+            "max_ms": max(m),
+            "best_median_ms": min(m),
+            "medians_ms": m,
+            "use_xnnpack": candidates[name][1],
+        }
+        for name, m in medians.items()
+    }
+
+
+def ratio_over_rounds(timed: dict[str, dict], name: str, reference: str) -> dict:
+    """The latency of ``name`` over that of ``reference``, round by round, from one
+    :func:`benchmark_alternating` result: both ran in the same rounds, so each round's ratio
+    compares them under the same load.
+
+    Returns:
+        ``{"median", "min", "max", "per_round"}``.
+    """
+    per_round = [
+        a / b
+        for a, b in zip(timed[name]["medians_ms"], timed[reference]["medians_ms"], strict=True)
+    ]
+    return {
+        "median": statistics.median(per_round),
+        "min": min(per_round),
+        "max": max(per_round),
+        "per_round": per_round,
+    }
 
 
 def benchmark_lce(

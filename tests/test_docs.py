@@ -159,3 +159,78 @@ def test_fine_tuning_table_is_its_results_json():
         mean, std = 100 * arms[arm]["test_mean"], 100 * arms[arm]["test_std"]
         assert f"{mean:.2f} ± {std:.2f} %" in quoted, arm
     assert f"p = {result['gain']['p']:.3f}" in quoted
+
+
+def _tables(markdown: str) -> list[str]:
+    """The tables of a Markdown text: runs of consecutive lines that start with ``|``."""
+    tables, current = [], []
+    for line in [*markdown.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append("\n".join(current))
+            current = []
+    return tables
+
+
+def test_benchmark_tables_are_one_make_bench_run():
+    """docs/benchmarks.md shows the tables ``make bench`` wrote from
+    ``docs/benchmarks/bench.json`` and the summary of the stored head-to-head runs, unedited;
+    the README quotes that summary's ranges."""
+    import json
+
+    from melius_larq.deploy.suite import (
+        format_head_to_head_runs,
+        format_suite,
+        summarize_head_to_head,
+    )
+
+    result = json.loads((ROOT / "docs" / "benchmarks" / "bench.json").read_text())
+    md = format_suite(result)
+    assert (ROOT / "docs" / "benchmarks" / "bench.md").read_text() == md + "\n"
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    for table in _tables(md):
+        assert table in page, f"docs/benchmarks.md lacks the table\n{table}"
+    summary = summarize_head_to_head(ROOT / "docs" / "benchmarks" / "head_to_head")
+    assert len(summary["runs"]) >= 3
+    for name in summary["runs"]:  # each run's own tables, as that run wrote them
+        path = ROOT / "docs" / "benchmarks" / "head_to_head" / name
+        run_md = path.with_suffix(".md").read_text()
+        assert run_md == format_suite(json.loads(path.read_text())) + "\n", name
+    runs_md = format_head_to_head_runs(summary)
+    assert (ROOT / "docs" / "benchmarks" / "head_to_head" / "head_to_head.md").read_text() == (
+        runs_md + "\n"
+    )
+    assert runs_md in page
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for name in ("melius_larq MeliusNet22", "melius_larq MeliusNet22 + XNNPACK",
+                 "melius_larq MeliusNet22, int8 non-binary layers + XNNPACK"):  # fmt: skip
+        row = summary["rows"][name]
+        assert f"{row['min']:.2f}–{row['max']:.2f}x" in readme, name
+    size = next(s for s in result["sizes"] if s["model"] == "melius_larq MeliusNet22")
+    assert f"{size['int8_tflite_mib']:.2f} MiB (floor {size['floor8_mib']:.2f} MiB" in readme
+
+
+def test_demo_numbers_are_its_report():
+    """docs/training.md shows the table ``make demo`` wrote into docs/demo, and the README
+    quotes the same report."""
+    import json
+
+    report = json.loads((ROOT / "docs" / "demo" / "report.json").read_text())
+    table = (ROOT / "docs" / "demo" / "report.md").read_text().rstrip("\n")
+    assert _tables(table)[0] in (ROOT / "docs" / "training.md").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    quoted = [
+        f"{100 * report['test_accuracy']:.2f} % test top-1",
+        f"{100 * report['lce_test_accuracy']:.2f} % in LCE",
+        f"{100 * report['lce_top1_agreement']:.0f} % top-1 agreement",
+        f"{100 * report['lce_int8_test_accuracy']:.2f} % with int8",
+        f"float TFLite {report['float_tflite_mib']:.3f} MiB, LCE {report['lce_mib']:.3f} MiB, "
+        f"LCE int8 {report['lce_int8_mib']:.3f} MiB",
+        f"{report['float_tflite_ms']:.3f} ms (float TFLite), {report['lce_ms']:.3f} ms (LCE), "
+        f"{report['lce_int8_ms']:.3f} ms (LCE int8)",
+        f"{report['speedup_vs_float']:.2f}x faster than float TFLite",
+        f"({report['total_seconds'] / 60:.1f} min from training to report",
+    ]
+    for text in quoted:
+        assert text in readme, f"README.md does not quote {text!r} from docs/demo/report.json"

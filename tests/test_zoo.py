@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 
@@ -408,16 +409,23 @@ def test_demo_runs_end_to_end_on_a_tiny_dataset(tiny_fmnist, tmp_path):
 
     out = tmp_path / "demo"
     report = run_demo(str(out), overrides={"epochs": 1, "batch_size": 32},
-                      data_dir=str(tiny_fmnist), verbose=0)  # fmt: skip
+                      data_dir=str(tiny_fmnist), verbose=0, results=str(tmp_path / "docs"))  # fmt: skip
     assert report["lce_top1_agreement"] >= 31 / 32  # 32 test images: one near-tie may flip
     assert report["lce_test_accuracy"] == pytest.approx(report["test_accuracy"], abs=1 / 32)
     assert set(report["phase_seconds"]) == {"train", "convert", "verify", "benchmark"}
     medians = report["latency_medians_ms"]
     assert len(medians) == 5 and all(len(v) == 3 for v in medians.values())
-    assert report["lce_ms"] == min(medians["LCE"] + medians["LCE + XNNPACK"])
-    assert report["lce_int8_ms"] == min(medians["LCE int8"] + medians["LCE int8 + XNNPACK"])
-    assert report["lce_xnnpack"] == (min(medians["LCE + XNNPACK"]) < min(medians["LCE"]))
+    median = {name: statistics.median(m) for name, m in medians.items()}
+    assert report["lce_ms"] == min(median["LCE"], median["LCE + XNNPACK"])
+    assert report["lce_int8_ms"] == min(median["LCE int8"], median["LCE int8 + XNNPACK"])
+    assert report["lce_xnnpack"] == (median["LCE + XNNPACK"] < median["LCE"])
+    deployed = medians["LCE + XNNPACK" if report["lce_xnnpack"] else "LCE"]
+    per_round = [f / d for f, d in zip(medians["float"], deployed, strict=True)]
+    assert report["speedup_vs_float"] == statistics.median(per_round)
+    assert report["speedup_vs_float_range"] == [min(per_round), max(per_round)]
     for name in ("model.tflite", "model_int8.tflite", "report.json", "report.md", "deploy.png",
                  "train/model.keras", "train/curves.png"):  # fmt: skip
         assert (out / name).exists(), name
     assert json.loads((out / "report.json").read_text())["model"] == "MeliusNetTiny"
+    for name in ("report.json", "report.md", "deploy.png"):  # --results: the same files
+        assert (tmp_path / "docs" / name).read_bytes() == (out / name).read_bytes(), name

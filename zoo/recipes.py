@@ -186,9 +186,8 @@ RECIPES: dict[str, Recipe] = {
         Recipe("meliusnet22_cifar10", "MeliusNet22", "cifar10", 100, 128, 0.002,
                stem="thumbnail", input_size=32, augment="flip_crop"),
         # The BNN baseline of BNN+ (melius_larq.BinaryNetSmall): BNN's optimizer (Adam) at a
-        # learning rate in the range BNN used, not tuned. An epoch took 18 s on a busy 2-core
-        # CPU (the first, which builds the training graph, 58 s). The stem and preset fields
-        # do not apply to this network.
+        # learning rate in the range BNN used, not tuned. The stem and preset fields do not
+        # apply to this network.
         Recipe("binarynet_fashion_mnist", "BinaryNetSmall", "fashion_mnist", 10, 128, 0.003,
                optimizer="adam", beta_1=0.9, epsilon=1e-7, input_size=28, augment="none"),
     )

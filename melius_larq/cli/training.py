@@ -42,7 +42,7 @@ def _cmd_demo(args) -> int:
     from melius_larq.cli.demo import run_demo
 
     run_demo(args.out, overrides=args.set and dict(kv.split("=", 1) for kv in args.set),
-             data_dir=args.data_dir, verbose=args.verbose)  # fmt: skip
+             data_dir=args.data_dir, verbose=args.verbose, results=args.results)  # fmt: skip
     return 0
 
 
@@ -54,6 +54,8 @@ def add_subcommands(sub) -> None:
 
     p = sub.add_parser("demo", help="train a MeliusNet on Fashion-MNIST and deploy it with LCE")
     p.add_argument("--out", default="runs/demo")
+    p.add_argument("--results", help="also write report.json, report.md and deploy.png here "
+                   "(make demo: docs/demo, the numbers the docs quote)")  # fmt: skip
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     p.add_argument("--data-dir")
     p.add_argument("--verbose", type=non_negative_int, default=1)
