@@ -85,16 +85,21 @@ def pytest_sessionstart(session):
 @pytest.fixture(autouse=True)
 def _free_keras_state():
     """Frees Keras' global graph state after each test, and collects garbage once a worker
-    holds more than :data:`COLLECT_ABOVE_BYTES`: building ~200 models (make test-all)
-    otherwise grows a worker past 8 GiB, while a full collection after each of make test's
-    ~650 tests costs more time than the tests that build models."""
+    holds more than :data:`COLLECT_ABOVE_BYTES` and has grown by :data:`COLLECT_EVERY_BYTES`
+    since its last collection: building ~200 models (make test-all) otherwise grows a worker
+    past 8 GiB, while a full collection (about 1 s in a worker that built many models) after
+    each of make test's ~700 tests costs more time than the tests that build models."""
     yield
     tf.keras.backend.clear_session()
-    if _resident_bytes() > COLLECT_ABOVE_BYTES:
+    resident = _resident_bytes()
+    if resident > COLLECT_ABOVE_BYTES and resident > _COLLECTED_AT[0] + COLLECT_EVERY_BYTES:
         gc.collect()
+        _COLLECTED_AT[0] = _resident_bytes()
 
 
 COLLECT_ABOVE_BYTES = 3 * 2**30
+COLLECT_EVERY_BYTES = 2**30
+_COLLECTED_AT = [0]  # resident bytes after this worker's last collection
 
 
 def _resident_bytes() -> int:

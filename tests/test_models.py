@@ -164,8 +164,9 @@ def test_input_tensor_and_default_shapes():
 
 
 def test_classifier_activation():
-    probs = melius_larq.MeliusNet22(input_shape=SMALL_SHAPE, num_classes=4)
-    logits = melius_larq.MeliusNet22(
+    # the head is the same for every MeliusNet-family builder; the smallest network shows it
+    probs = melius_larq.MeliusNetTiny(input_shape=SMALL_SHAPE, num_classes=4)
+    logits = melius_larq.MeliusNetTiny(
         input_shape=SMALL_SHAPE, num_classes=4, classifier_activation=None
     )
     assert probs.layers[-1].name == "head_softmax"
@@ -217,8 +218,8 @@ def test_meliusnet_tiny_pools_odd_maps_with_same_padding():
 
 def test_symmetric_stem_padding_matches_mxnet():
     """The stem's stride-2 layers pad like MXNet (1 px each side) for odd and even sizes."""
-    for size in (32, 33):
-        model = melius_larq.MeliusNet22(input_shape=(size, size, 3), include_top=False)
+    for size in (32, 33):  # the grouped stem is the same in every MeliusNet-family network
+        model = melius_larq.MeliusNetTiny(input_shape=(size, size, 3), include_top=False)
         conv = model.get_layer("stem_s0_conv")
         x = _inputs(batch=1, shape=(size, size, 3))
         kernel = conv.kernel.numpy()
@@ -230,10 +231,12 @@ def test_symmetric_stem_padding_matches_mxnet():
 def test_presets_binary_semantics():
     import larq as lq
 
-    lce_model = melius_larq.MeliusNet22(input_shape=SMALL_SHAPE, num_classes=2)
-    zoo_model = melius_larq.MeliusNet22(input_shape=SMALL_SHAPE, num_classes=2, preset="larq_zoo")
+    # presets act on the family's shared blocks and stem; the smallest network shows them
+    lce_model = melius_larq.MeliusNetTiny(input_shape=SMALL_SHAPE, num_classes=2)
+    zoo_model = melius_larq.MeliusNetTiny(input_shape=SMALL_SHAPE, num_classes=2,
+                                          preset="larq_zoo")  # fmt: skip
     with pytest.warns(UserWarning, match="only accelerates pad values"):
-        ref_model = melius_larq.MeliusNet22(
+        ref_model = melius_larq.MeliusNetTiny(
             input_shape=SMALL_SHAPE, num_classes=2, preset="reference"
         )
     conv = lce_model.get_layer("section_0_block_0_dense_binconv")
