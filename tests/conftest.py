@@ -273,15 +273,58 @@ _CONVERSIONS: dict = {}
 
 
 def convert_cached(model, **kwargs) -> bytes:
-    """``convert_model(model, **kwargs)``, converted once per test worker for a model that
-    the tests only read (a :func:`small_model`, a module fixture): the cache key holds the
-    model's identity and a fingerprint of its weights, so a changed model converts again."""
+    """``convert_model(model, **kwargs)``, converted once per test run for a model that the
+    tests only read (a :func:`small_model`, a module fixture).
+
+    Within a worker the key is the model's identity and a fingerprint of its weights, so a
+    changed model converts again. Across the workers of one run the flatbuffer is shared on
+    disk under a digest of the model's config, weights and the conversion options: the seeded
+    :func:`small_model` draws the same weights in every worker, so the other worker reads it.
+    """
     from melius_larq.deploy import convert_model
 
     key = (id(model), _fingerprint(model), tuple(sorted(kwargs.items())))
     if key not in _CONVERSIONS:
-        _CONVERSIONS[key] = (model, convert_model(model, **kwargs))  # model kept: id stays unique
+        path = _shared_conversion_path(model, kwargs)
+        if path is not None and path.exists():
+            buf = path.read_bytes()
+        else:
+            buf = convert_model(model, **kwargs)
+            if path is not None:
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(buf)
+                os.replace(tmp, path)  # atomic: a reader never sees a partial file
+        _CONVERSIONS[key] = (model, buf)  # model kept: its id stays unique
     return _CONVERSIONS[key][1]
+
+
+def _shared_conversion_path(model, kwargs) -> Path | None:
+    """Where the workers of this xdist run share the flatbuffer of ``model`` (None outside
+    xdist): a digest of the model's config, every weight's bytes and the options."""
+    import hashlib
+    import json
+
+    if _RUN_TEMP[0] is None:
+        return None
+    digest = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=repr).encode())
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    digest.update(repr(sorted(kwargs.items())).encode())
+    directory = _RUN_TEMP[0] / "shared_conversions"
+    directory.mkdir(exist_ok=True)
+    return directory / f"{digest.hexdigest()}.tflite"
+
+
+_RUN_TEMP: list = [None]  # this xdist run's temporary directory, shared by its workers
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_temp(tmp_path_factory):
+    """Under xdist, each worker's temporary root is ``<run's root>/popen-gw<n>``: the parent
+    is the run's own directory (pytest keeps the last three runs' and removes older ones)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _RUN_TEMP[0] = tmp_path_factory.getbasetemp().parent
+    yield
 
 
 # The training plumbing (resume, NaN stop, validation split, sweeps, image folders, mixed

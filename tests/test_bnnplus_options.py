@@ -137,6 +137,7 @@ def test_mean_regularizer_is_a_per_weight_penalty_independent_of_the_layer_size(
     assert float(summed[1].losses[0]) / float(summed[0].losses[0]) == pytest.approx(256, rel=1e-4)
 
 
+@pytest.mark.large  # four BNN+ builds, two of MeliusNet22; the reductions' unit test is above
 def test_a_mean_lambda_means_about_the_same_on_meliusnet_tiny_and_meliusnet22():
     """λ·R at initialisation, as a share of ln 10 (the initial cross-entropy of 10 classes),
     with λ = 0.3 per weight (the experiment's full-BNN+ λ): a few percent on both models

@@ -125,6 +125,9 @@ def test_siblings_are_ordered_narrow_tiny_wide_by_size_and_ops():
         assert [c[key] for c in counts] == sorted(c[key] for c in counts), key
 
 
+# The siblings are built by the registry's MeliusNet builder, whose .keras round trip and LCE
+# conversion make test checks on MeliusNetTiny; these two run in the large set.
+@pytest.mark.large
 @pytest.mark.parametrize("name", list(mvm.SIBLINGS))
 def test_sibling_keras_round_trip_in_safe_mode(name, tmp_path):
     model = trained_like(mvm.create_sibling(name, classifier_activation=None))
@@ -137,6 +140,7 @@ def test_sibling_keras_round_trip_in_safe_mode(name, tmp_path):
                                atol=ROUND_TRIP_RTOL * np.abs(expected).max(), rtol=0)  # fmt: skip
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("name", list(mvm.SIBLINGS))
 def test_sibling_converts_to_lce_and_matches_keras(name):
     lce = require("larq_compute_engine")
