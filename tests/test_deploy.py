@@ -9,7 +9,7 @@ from pathlib import Path
 import larq as lq
 import numpy as np
 import pytest
-from conftest import convert_cached, require, small_model
+from conftest import convert_cached, micro_bnn, require, small_model
 
 import melius_larq
 from melius_larq._compat import tf
@@ -23,7 +23,7 @@ from melius_larq.deploy.bench import (
 from melius_larq.deploy.device import DeviceError, parse_benchmark_output, run_device_benchmark
 from melius_larq.deploy.flatbuffer import FlatbufferError, load_flatbuffer
 from melius_larq.deploy.report import conversion_report
-from melius_larq.deploy.verify import verify_flatbuffer
+from melius_larq.deploy.verify import keras_outputs, verify_flatbuffer
 
 # one worker builds this module's shared fixtures once (make test: --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("test_deploy")
@@ -113,7 +113,7 @@ def test_verify_passes_for_a_converted_model_and_fails_for_another():
     result = verify_flatbuffer(buf, model, x)
     assert result["passed"] and result["top1_agreement"] == 1.0 and result["samples"] == 6
     assert "accuracy" not in result
-    keras_out = model.predict(x, verbose=0)
+    keras_out = keras_outputs(model, x)
     labels = np.array([0, 1, 2, 3, 4, 5])
     scored = verify_flatbuffer(buf, None, x, labels=labels, reference=keras_out)
     assert scored["keras_accuracy"] == np.mean(keras_out.argmax(1) == labels)
@@ -374,11 +374,12 @@ def test_cli_convert_report_verify(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert _cli("report", out, "--input-size", 32) == 2
     assert "describe the --keras model; pass --keras" in capsys.readouterr().err
-    # logits, not saturated softmax outputs, so that two random models really differ
+    # a .keras file converts and verifies (any Keras model: the micro network); logits, not
+    # saturated softmax outputs, so that two random models really differ
     for name, seed in (("c", 0), ("d", 1)):
         tf.keras.utils.set_random_seed(seed)
-        melius_larq.MeliusNetTiny(input_shape=(32, 32, 3), num_classes=5,
-                                  classifier_activation=None).save(tmp_path / f"{name}.keras")  # fmt: skip
+        micro_bnn(input_shape=(32, 32, 3), num_classes=5,
+                  classifier_activation=None).save(tmp_path / f"{name}.keras")  # fmt: skip
     assert _cli("convert", tmp_path / "c.keras", "-o", out) == 0
     assert _cli("verify", out, "--keras", tmp_path / "c.keras", "--samples", 4) == 0
     assert _cli("verify", out, "--keras", tmp_path / "d.keras", "--samples", 4,

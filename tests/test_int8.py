@@ -11,7 +11,7 @@ from melius_larq._compat import tf
 from melius_larq.deploy import convert_model, op_inventory
 from melius_larq.deploy.int8 import convert_int8, int8_flatbuffer_summary
 from melius_larq.deploy.report import conversion_report
-from melius_larq.deploy.verify import run_lce
+from melius_larq.deploy.verify import keras_outputs, run_lce
 from melius_larq.zoo.data import preprocess_fashion_mnist
 
 # one worker builds this module's shared fixtures once (make test: --dist loadgroup)
@@ -69,7 +69,7 @@ def test_int8_flatbuffer_runs_every_non_binary_layer_in_int8(trained):
     # per-channel output multiplier and bias (32 channels x 2 x 4 bytes)
     assert weights.get("float32", 0) == 32 * 2 * 4
     assert weights["int8"] < 0.3 * float_weights
-    expected = model.predict(x_test, verbose=0).argmax(1)
+    expected = keras_outputs(model, x_test).argmax(1)
     got = run_lce(buf, x_test).argmax(1)
     assert np.mean(got == expected) >= MIN_INT8_AGREEMENT
 
@@ -82,7 +82,7 @@ def test_int8_io(trained):
     interp = lce_interpreter(buf)
     assert interp.input_types[0] == np.int8 and interp.output_types[0] == np.int8
     got = run_lce(buf, x_test[:200]).argmax(1)  # run_lce quantizes and dequantizes the I/O
-    assert np.mean(got == model.predict(x_test[:200], verbose=0).argmax(1)) >= MIN_INT8_AGREEMENT
+    assert np.mean(got == keras_outputs(model, x_test[:200]).argmax(1)) >= MIN_INT8_AGREEMENT
 
 
 def test_int8_needs_calibration_data(trained):
@@ -301,7 +301,7 @@ def test_dead_channels_do_not_swallow_a_depthwise_kernel():
     variance = feats.reshape(-1, 8).var(0)
     variance[0] = 0.0
     bn.set_weights([np.ones(8), np.full(8, 0.1), feats.reshape(-1, 8).mean(0), variance])
-    expected = model.predict(x, verbose=0)
+    expected = keras_outputs(model, x)
 
     def int8_error(**options):
         from melius_larq.deploy.int8 import calibrate_ranges, fake_quant_model, prepare_for_int8
@@ -402,7 +402,7 @@ def test_weight_only_int8_storage_shrinks_and_keeps_the_function():
     assert np.array_equal(data, codes)
     np.testing.assert_array_equal(conv.quantization.scale, scales)
     inputs = np.random.RandomState(1).normal(size=(8, 12, 12, 3)).astype(np.float32)
-    expected = model.predict(inputs, verbose=0)
+    expected = keras_outputs(model, inputs)
     got = run_lce(buf8, inputs)
     assert np.max(np.abs(got - expected)) <= WEIGHT_INT8_OUTPUT_RTOL * np.max(np.abs(expected))
     assert not np.array_equal(got, run_lce(buf, inputs))  # the weights really changed
@@ -432,7 +432,7 @@ def trained_tiny(tmp_path_factory):
 
 
 def _logit_check(buf, model, x):
-    expected = model.predict(x, verbose=0)
+    expected = keras_outputs(model, x)
     got = run_lce(buf, x)
     error = float(np.abs(got - expected).mean() / np.abs(expected).mean())
     return error, float(np.mean(got.argmax(1) == expected.argmax(1)))
