@@ -75,6 +75,7 @@ __all__ = [
     "fake_quant_model",
     "float_bconv_outputs",
     "int8_flatbuffer_summary",
+    "int8_keras_model",
     "prepare_for_int8",
     "quantization_aware_finetune",
     "quantize_per_channel",
@@ -185,6 +186,43 @@ def convert_int8(
         raise ValueError(f"qat_epochs={qat_epochs} must be >= 0.")
     if qat_epochs and qat_data is None:
         raise ValueError("qat_epochs > 0 needs labelled training images (qat_data=(x, y)).")
+    qmodel = int8_keras_model(
+        model, calibration, split_grouped_convs=split_grouped_convs, **prepare_options
+    )
+    if qat_epochs:
+        quantization_aware_finetune(qmodel, qat_data, epochs=qat_epochs,
+                                    learning_rate=qat_learning_rate, verbose=verbose)  # fmt: skip
+    io = "int8" if int8_io else "float32"
+    buf = convert_model(qmodel, target=target, inference_input_type=io, inference_output_type=io)
+    return float_bconv_outputs(buf) if bconv_float_outputs else buf
+
+
+def int8_keras_model(
+    model: tf.keras.Model,
+    calibration: np.ndarray,
+    *,
+    split_grouped_convs: bool = True,
+    **prepare_options,
+) -> tf.keras.Model:
+    """The fake-quantized Keras model that :func:`convert_int8` converts (steps 1-3 above).
+
+    Its outputs are TensorFlow's simulation of the int8 flatbuffer: compare the two to tell
+    the rounding of int8 itself from the differences of TFLite's int8 kernels.
+
+    Args:
+        model: a trained functional Keras model (not modified).
+        calibration: representative preprocessed inputs.
+        split_grouped_convs: see :func:`convert_int8`.
+        **prepare_options: options of :func:`prepare_for_int8`.
+
+    Returns:
+        A new Keras model with int8 fake-quantization of every tensor and float kernel.
+
+    Raises:
+        ValueError: when no calibration data is given.
+    """
+    if calibration is None or len(calibration) == 0:
+        raise ValueError("int8 conversion needs calibration data: pass real, preprocessed inputs.")
     x = np.asarray(calibration, np.float32)
     try:
         prepared = prepare_for_int8(model, calibration=x, **prepare_options)
@@ -193,13 +231,7 @@ def convert_int8(
             raise
         prepared = prepare_for_int8(model, calibration=x, normalize_concat_inputs=False)
     ranges = share_scales(prepared, calibrate_ranges(prepared, x))
-    qmodel = fake_quant_model(prepared, ranges, split_grouped_convs=split_grouped_convs)
-    if qat_epochs:
-        quantization_aware_finetune(qmodel, qat_data, epochs=qat_epochs,
-                                    learning_rate=qat_learning_rate, verbose=verbose)  # fmt: skip
-    io = "int8" if int8_io else "float32"
-    buf = convert_model(qmodel, target=target, inference_input_type=io, inference_output_type=io)
-    return float_bconv_outputs(buf) if bconv_float_outputs else buf
+    return fake_quant_model(prepared, ranges, split_grouped_convs=split_grouped_convs)
 
 
 def convert_int8_weights(model: tf.keras.Model, *, target: str = "arm") -> bytes:

@@ -9,8 +9,10 @@ Every results file ``X.json`` under docs/ that has an ``X.md`` beside it is list
 * each table of that Markdown (a run of consecutive lines starting with ``|``) that
   :data:`RESULTS` says a page shows is a table of that page, verbatim: same lines, none added.
 
-Tables a page writes in its own words (summaries across several results files, for example)
-are not checked here. Nothing trains or builds a model: the test only imports the formatters.
+A number a page quotes in its own words from a results JSON is listed in :data:`QUOTES`, with
+the words around it: the page must say exactly those words with the JSON's value. Tables a page
+writes in its own words (summaries across several results files, for example) are not checked
+here. Nothing trains or builds a model: the test only imports the formatters.
 """
 
 from __future__ import annotations
@@ -148,3 +150,53 @@ def test_pages_show_the_results_tables(result):
             )  # fmt: skip
             problems.append(f"{page} lacks table {index} of docs/{result.md}:\n{diff}")
     assert not problems, "\n".join(problems)
+
+
+class Quote(NamedTuple):
+    """A number a page quotes in its own words from a results JSON."""
+
+    page: str  # relative to the repository
+    json: str  # relative to docs/
+    path: tuple  # keys and list indices into the JSON; a (field, value) pair picks a list's item
+    words: str  # the page's words around the number, "{}" where it stands
+    spec: str  # format spec of the number
+    scale: float = 1.0  # e.g. 100 for an accuracy quoted in percent
+
+
+CBD_RESNET = ("networks", ("network", "resnet18"))
+QUOTES = [
+    Quote("docs/cbd.md", "cbd_results/results.json", (*CBD_RESNET, "training", "val_accuracy"),
+          "reaches {} % validation", ".2f", 100),
+    Quote("docs/cbd.md", "cbd_results/results.json", (*CBD_RESNET, "float", "test_accuracy"),
+          "**{} % test** top-1", ".2f", 100),
+    Quote("docs/cbd.md", "cbd_results/results.json", (*CBD_RESNET, "training", "train_seconds"),
+          "its 15 epochs took {} s", ",.0f"),
+    Quote("docs/cbd.md", "cbd_results/compression_time/bench_cbd.json", ("params",),
+          "224×224×3 input, {} parameters", ","),
+    Quote("docs/cbd.md", "cbd_results/compression_time/bench_cbd.json", ("compressed_weights",),
+          "kernels holding {} weights", ","),
+    Quote("docs/cbd.md", "cbd_results/compression_time/bench_cbd.json", ("seconds",),
+          "`compress_model` took **{} s**", ".1f"),
+    Quote("docs/bnnplus.md", "bnnplus_results/bnnplus_experiment.json",
+          ("step1", "arms", "Manhattan λ=0.3", "runs", 0, "history", "near_alpha_fraction", 2),
+          "at λ = 0.3 per weight {} % of the weights", ".0f", 100),
+]  # fmt: skip
+
+
+def _value(data, path: tuple):
+    for key in path:
+        if isinstance(key, tuple):
+            field, wanted = key
+            data = next(item for item in data if item.get(field) == wanted)
+        else:
+            data = data[key]
+    return data
+
+
+@pytest.mark.parametrize("quote", QUOTES, ids=[f"{q.page}:{q.words}" for q in QUOTES])
+def test_quoted_numbers_are_their_results(quote):
+    value = _value(json.loads((DOCS / quote.json).read_text()), quote.path)
+    value = value * quote.scale if quote.scale != 1 else value  # counts stay integers
+    want = quote.words.format(format(value, quote.spec))
+    page = " ".join((ROOT / quote.page).read_text().split())  # line breaks as spaces
+    assert want in page, f"{quote.page} should say {want!r} (docs/{quote.json})"
