@@ -11,7 +11,7 @@ from melius_larq._compat import tf
 require("larq_compute_engine")
 
 
-@pytest.mark.large  # three int8 conversions and a fine-tuning: ~25 s
+@pytest.mark.large  # four int8 conversions and a fine-tuning: ~30 s
 def test_int8_ablation_scores_every_arm_on_validation(tiny_fmnist, tmp_path):
     import melius_larq
     from melius_larq.zoo.experiments import int8_ablation
@@ -29,6 +29,16 @@ def test_int8_ablation_scores_every_arm_on_validation(tiny_fmnist, tmp_path):
     for arm in out["arms"].values():
         assert 0.0 <= arm["val_accuracy"] <= 1.0 and arm["bytes"] > 0
         assert np.isclose(arm["val_accuracy"] * 6, round(arm["val_accuracy"] * 6))
+        assert np.isclose(arm["agreement"] * 6, round(arm["agreement"] * 6))
+    # the parts of the default path: three whole-model rows, then one row per float kernel
+    layers = [row["layer"] for row in out["sources"] if "layer" in row]
+    assert layers == ["stem_s0_conv", "section_0_transition_pw", "section_1_transition_pw",
+                      "section_2_transition_pw", "head_dense"]  # fmt: skip
+    assert [row["weights"] for row in out["sources"] if "layer" in row][0] == 3 * 3 * 1 * 32
+    assert len(out["sources"]) == 4 + len(layers)
+    # the default arm and the first parts row are the same conversion on the same images
+    assert out["sources"][0]["agreement"] == out["arms"]["default"]["agreement"]
+    assert all(0.0 <= row["agreement"] <= 1.0 for row in out["sources"])
     saved = json.loads((tmp_path / "res" / "results.json").read_text())
     assert saved["arms"]["plain"]["options"] == {"normalize_concat_inputs": False}
     assert "| qat |" in (tmp_path / "res" / "results.md").read_text()
