@@ -153,35 +153,43 @@ def test_pages_show_the_results_tables(result):
 
 
 class Quote(NamedTuple):
-    """A number a page quotes in its own words from a results JSON."""
+    """Numbers a page quotes in its own words from a results JSON."""
 
     page: str  # relative to the repository
     json: str  # relative to docs/
-    path: tuple  # keys and list indices into the JSON; a (field, value) pair picks a list's item
-    words: str  # the page's words around the number, "{}" where it stands
-    spec: str  # format spec of the number
-    scale: float = 1.0  # e.g. 100 for an accuracy quoted in percent
+    words: str  # the page's words around the numbers, "{}" where each stands
+    values: tuple  # per "{}": (path, format spec, scale); see _value for paths
 
 
+def _quote(page, json_path, words, *values):
+    return Quote(page, json_path, words, values)
+
+
+PCT = 100  # an accuracy quoted in percent
 CBD_RESNET = ("networks", ("network", "resnet18"))
+CBD_TIME = "cbd_results/compression_time/bench_cbd.json"
+VERIFY = "verify_bnnplus/{}.json"
 QUOTES = [
-    Quote("docs/cbd.md", "cbd_results/results.json", (*CBD_RESNET, "training", "val_accuracy"),
-          "reaches {} % validation", ".2f", 100),
-    Quote("docs/cbd.md", "cbd_results/results.json", (*CBD_RESNET, "float", "test_accuracy"),
-          "**{} % test** top-1", ".2f", 100),
-    Quote("docs/cbd.md", "cbd_results/results.json", (*CBD_RESNET, "training", "train_seconds"),
-          "its 15 epochs took {} s", ",.0f"),
-    Quote("docs/cbd.md", "cbd_results/compression_time/bench_cbd.json", ("params",),
-          "224×224×3 input, {} parameters", ","),
-    Quote("docs/cbd.md", "cbd_results/compression_time/bench_cbd.json", ("compressed_weights",),
-          "kernels holding {} weights", ","),
-    Quote("docs/cbd.md", "cbd_results/compression_time/bench_cbd.json", ("seconds",),
-          "`compress_model` took **{} s**", ".1f"),
-    Quote("docs/deployment.md", "int8_ablation/results.json", ("float_val_accuracy",),
-          "6,000 validation images, float top-1 {} %", ".2f", 100),
-    Quote("docs/bnnplus.md", "bnnplus_results/bnnplus_experiment.json",
-          ("step1", "arms", "Manhattan λ=0.3", "runs", 0, "history", "near_alpha_fraction", 2),
-          "at λ = 0.3 per weight {} % of the weights", ".0f", 100),
+    _quote("docs/cbd.md", "cbd_results/results.json", "reaches {} % validation",
+           ((*CBD_RESNET, "training", "val_accuracy"), ".2f", PCT)),
+    _quote("docs/cbd.md", "cbd_results/results.json", "**{} % test** top-1",
+           ((*CBD_RESNET, "float", "test_accuracy"), ".2f", PCT)),
+    _quote("docs/cbd.md", "cbd_results/results.json", "its 15 epochs took {} s",
+           ((*CBD_RESNET, "training", "train_seconds"), ",.0f", 1)),
+    _quote("docs/cbd.md", CBD_TIME, "224×224×3 input, {} parameters", (("params",), ",", 1)),
+    _quote("docs/cbd.md", CBD_TIME, "kernels holding {} weights",
+           (("compressed_weights",), ",", 1)),
+    _quote("docs/cbd.md", CBD_TIME, "`compress_model` took **{} s**", (("seconds",), ".1f", 1)),
+    _quote("docs/deployment.md", "int8_ablation/results.json",
+           "6,000 validation images, float top-1 {} %", (("float_val_accuracy",), ".2f", PCT)),
+    *(_quote("docs/deployment.md", VERIFY.format(name), f"| {label} | {{}} % | {{}} % | {{}} % | {{}} |",
+             (("keras_accuracy",), ".2f", PCT), (("accuracy",), ".2f", PCT),
+             (("top1_agreement",), ".2f", PCT), (("max_rel_diff",), ".3f", 1))
+      for name, label in (("bnn_plus", "BNN+"), ("ste", "STE"))),
+    _quote("docs/bnnplus.md", "bnnplus_results/bnnplus_experiment.json",
+           "at λ = 0.3 per weight {} % of the weights",
+           (("step1", "arms", "Manhattan λ=0.3", "runs", 0, "history", "near_alpha_fraction", 2),
+            ".0f", PCT)),
 ]  # fmt: skip
 
 
@@ -197,8 +205,12 @@ def _value(data, path: tuple):
 
 @pytest.mark.parametrize("quote", QUOTES, ids=[f"{q.page}:{q.words}" for q in QUOTES])
 def test_quoted_numbers_are_their_results(quote):
-    value = _value(json.loads((DOCS / quote.json).read_text()), quote.path)
-    value = value * quote.scale if quote.scale != 1 else value  # counts stay integers
-    want = quote.words.format(format(value, quote.spec))
+    data = json.loads((DOCS / quote.json).read_text())
+    numbers = []
+    for path, spec, scale in quote.values:
+        value = _value(data, path)
+        value = value * scale if scale != 1 else value  # counts stay integers
+        numbers.append(format(value, spec))
+    want = quote.words.format(*numbers)
     page = " ".join((ROOT / quote.page).read_text().split())  # line breaks as spaces
     assert want in page, f"{quote.page} should say {want!r} (docs/{quote.json})"
