@@ -10,7 +10,9 @@ Every results file ``X.json`` under docs/ that has an ``X.md`` beside it is list
   :data:`RESULTS` says a page shows is a table of that page, verbatim: same lines, none added.
 
 A number a page quotes in its own words from a results JSON is listed in :data:`QUOTES`, with
-the words around it: the page must say exactly those words with the JSON's value. Tables a page
+the words around it: the page must say exactly those words with the JSON's value. A number a
+page takes from a results Markdown (a mean ± std, a table cell) is listed in
+:data:`SHOWN_NUMBERS`: the page's words and the Markdown's words around it must both be there. Tables a page
 writes in its own words (summaries across several results files, for example) are not checked
 here. Nothing trains or builds a model: the test only imports the formatters.
 """
@@ -214,3 +216,44 @@ def test_quoted_numbers_are_their_results(quote):
     want = quote.words.format(*numbers)
     page = " ".join((ROOT / quote.page).read_text().split())  # line breaks as spaces
     assert want in page, f"{quote.page} should say {want!r} (docs/{quote.json})"
+
+
+class Shown(NamedTuple):
+    """A number a page shows from a results Markdown (its JSON's, checked above)."""
+
+    page: str  # relative to the repository
+    md: str  # a results Markdown of RESULTS, relative to docs/
+    words: str  # the page's words around the number
+    number: str  # the number as both write it, e.g. "93.23 ± 0.13"
+    md_words: str  # the Markdown's words around the number (a table row's cells)
+
+
+SHOWN_NUMBERS = [
+    Shown("README.md", "demo_sweep/seeds.md", "92.10 ± 0.04 % over seeds 0-2", "92.10 ± 0.04", "92.10 ± 0.04"),
+    Shown("README.md", "distillation/kd.md", "93.23 ± 0.13 % test top-1 with a float ResNet-18", "93.23 ± 0.13", "93.23 ± 0.13"),
+    Shown("README.md", "distillation/kd.md", "92.96 ± 0.22 % without", "92.96 ± 0.22", "92.96 ± 0.22"),
+    Shown("README.md", "fine_tuning/results.md", "reaches 96.35 ± 0.26 % test top-1", "96.35 ± 0.26", "96.35 ± 0.26"),
+    Shown("README.md", "fine_tuning/results.md", "against 95.34 ± 0.28 % from scratch", "95.34 ± 0.28", "95.34 ± 0.28"),
+    Shown("README.md", "meliusnet_vs_mobilenet/meliusnet_vs_mobilenet.md", "MeliusNetTiny reaches 90.56 % against", "90.56", "| 91.12 ± 0.18 | 90.56 ± 0.28 | 0.220 |"),
+    Shown("README.md", "meliusnet_vs_mobilenet/meliusnet_vs_mobilenet.md", "87.18 % for float MobileNet-v1 0.125", "87.18", "| 87.14 ± 0.50 | 87.18 ± 0.70 | 0.224 |"),
+    Shown("README.md", "bnnplus_results/bnnplus_experiment.md", "90.76 ± 0.20 % against", "90.76 ± 0.20", "| α in forward | 91.12 ± 0.33 | 90.76 ± 0.20 |"),
+    Shown("README.md", "bnnplus_results/bnnplus_experiment.md", "against 90.67 ± 0.16 % test top-1", "90.67 ± 0.16", "| BNN | 91.13 ± 0.39 | 90.67 ± 0.16 |"),
+    Shown("README.md", "bnnplus_results/sweeps/binarynet_15ep_default_vs_bnn_seeds4-9.md", "91.01 ± 0.26 % against", "91.01 ± 0.26", "91.01 ± 0.26"),
+    Shown("README.md", "bnnplus_results/sweeps/binarynet_15ep_default_vs_bnn_seeds4-9.md", "against 90.67 ± 0.19 % over 6 seeds", "90.67 ± 0.19", "90.67 ± 0.19"),
+    Shown("README.md", "cbd_results/results.md", "on a small CNN (92.69 % test)", "92.69", "validation 92.72 %, test 92.69 %"),
+    Shown("README.md", "cbd_results/results.md", "keeps 91.29 %", "91.29", "| CBD J=4, btn 0.05 | 4.086 | 91.98 | 91.29 |"),
+    Shown("README.md", "cbd_results/results.md", "(4.14 bits) 90.53 %", "90.53", "| plain per-channel b=4 | 4.143 | 90.88 | 90.53 |"),
+    Shown("README.md", "cbd_results/results.md", "on a ResNet-18 (94.29 %)", "94.29", "validation 94.82 %, test 94.29 %"),
+    Shown("README.md", "cbd_results/results.md", "(94.11 % at 4.01 bits", "94.11", "| plain per-channel b=4 | 4.014 | 94.70 | 94.11 |"),
+    Shown("README.md", "cbd_results/results.md", "against CBD's 92.43 % at 4.04", "92.43", "| CBD J=4, btn 0.02 | 4.037 | 92.95 | 92.43 |"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("shown", SHOWN_NUMBERS, ids=[f"{s.page}:{s.words}" for s in SHOWN_NUMBERS])
+def test_shown_numbers_are_in_their_results(shown):
+    assert shown.md in {r.md for r in RESULTS}, f"docs/{shown.md} is not a checked results file"
+    assert shown.number in shown.words and shown.number in shown.md_words, shown
+    page = " ".join((ROOT / shown.page).read_text().split())
+    assert shown.words in page, f"{shown.page} no longer says {shown.words!r}"
+    md = " ".join((DOCS / shown.md).read_text().split())
+    assert shown.md_words in md, f"docs/{shown.md} does not say {shown.md_words!r}"
