@@ -188,6 +188,10 @@ QUOTES = [
              (("keras_accuracy",), ".2f", PCT), (("accuracy",), ".2f", PCT),
              (("top1_agreement",), ".2f", PCT), (("max_rel_diff",), ".3f", 1))
       for name, label in (("bnn_plus", "BNN+"), ("ste", "STE"))),
+    _quote("README.md", "meliusnet_vs_mobilenet/meliusnet_vs_mobilenet.json",
+           "MeliusNetTinyWide is {} points above the float MobileNet at its size and {} at its OPS",
+           (("matched", ("name", "MeliusNetTinyWide"), "difference_at_size_mib_paper"), ".1f", PCT),
+           (("matched", ("name", "MeliusNetTinyWide"), "difference_at_ops"), ".1f", PCT)),
     _quote("docs/bnnplus.md", "bnnplus_results/bnnplus_experiment.json",
            "at λ = 0.3 per weight {} % of the weights",
            (("step1", "arms", "Manhattan λ=0.3", "runs", 0, "history", "near_alpha_fraction", 2),
