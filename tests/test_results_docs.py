@@ -199,6 +199,326 @@ QUOTES = [
 ]  # fmt: skip
 
 
+BNN_EXP = "bnnplus_results/bnnplus_experiment.json"
+SWEEP = "bnnplus_results/sweeps/{}.json"
+LOO = SWEEP.format("binarynet_15ep_leave_one_out_seeds4-6")
+SEEDS_4_9 = SWEEP.format("binarynet_15ep_default_vs_bnn_seeds4-9")
+CBD = "cbd_results/results.json"
+CBD_VGG = ("networks", ("network", "vgg"))
+VGG_FINAL = (*CBD_VGG, "final")  # + ("label", ...): one final (Pareto-front) point
+RESNET_FINAL = (*CBD_RESNET, "final")
+RESNET_POINTS = (*CBD_RESNET, "points")  # every point, also those off the front
+FINE_TUNING = "fine_tuning/results.json"
+KD_TEACHER = ("configs", ("tag", "teacher=runs_kd_teacher_model.keras"))
+KD_NONE = ("configs", ("tag", "teacher=none"))
+ARM = ("step1", "arms")  # + arm name of step 1
+NEAR_ALPHA = ("runs", 0, "history", "near_alpha_fraction", 2)  # after the 3rd (last) epoch
+
+
+def _arm(name, *rest):
+    return (*ARM, name, *rest)
+
+
+def _vgg(label, field):
+    return (*VGG_FINAL, ("label", label), field)
+
+
+def _resnet(label, field, part="final"):
+    return (*CBD_RESNET, part, ("label", label), field)
+
+
+EXPERIMENT_QUOTES = [
+    # ---------------------------------------------------------------- docs/bnnplus.md
+    _quote("docs/bnnplus.md", BNN_EXP,
+           "{} % with Manhattan λ = 0.3, {} % with λ = 3, {} % with λ = 30 and {} % with the full BNN+",
+           (_arm("Manhattan λ=0.3", *NEAR_ALPHA), ".0f", PCT),
+           (_arm("Manhattan λ=3", *NEAR_ALPHA), ".0f", PCT),
+           (_arm("Manhattan λ=30", *NEAR_ALPHA), ".0f", PCT),
+           (_arm("BNN+ (all)", *NEAR_ALPHA), ".0f", PCT)),
+    _quote("docs/bnnplus.md", BNN_EXP,
+           "(the pick) − BNN: {} points of test top-1, Welch's t = {}, p = {}.",
+           (("step2", "claim", "test", "difference"), "+.2f", PCT),
+           (("step2", "claim", "test", "t"), ".2f", 1),
+           (("step2", "claim", "test", "p"), ".2f", 1)),
+    _quote("docs/bnnplus.md", BNN_EXP, "− STE(1.3): {} points of test top-1, p = {}.",
+           (("step3", "claim", "test", "difference"), "+.2f", PCT),
+           (("step3", "claim", "test", "p"), ".2f", 1)),
+    _quote("docs/bnnplus.md", BNN_EXP, "(+0.47 with one seed, {} with three)",
+           (("step2", "claim", "test", "difference"), "+.2f", PCT)),
+    _quote("docs/bnnplus.md", SEEDS_4_9,
+           "Validation top-1 over seeds {}-{}: {} ± {} % (BNN) and {} ± {} % (the default).",
+           (("seeds", 0), "d", 1), (("seeds", -1), "d", 1),
+           (("configs", ("tag", "binarization=ste"), "val_mean"), ".2f", PCT),
+           (("configs", ("tag", "binarization=ste"), "val_std"), ".2f", PCT),
+           (("configs", ("tag", "binarization=bnn+"), "val_mean"), ".2f", PCT),
+           (("configs", ("tag", "binarization=bnn+"), "val_std"), ".2f", PCT)),
+    _quote("docs/bnnplus.md", LOO, "one standard deviation of the default ({} points)",
+           (("configs", ("tag", "binarization=bnn+"), "test_std"), ".2f", PCT)),
+    _quote("docs/bnnplus.md", LOO, "takes the default back to BNN ({} against {} %)",
+           (("configs", ("tag", "binarization=bnn+_bnn_activation=ste"), "test_mean"), ".2f", PCT),
+           (("configs", ("tag", "binarization=ste"), "test_mean"), ".2f", PCT)),
+    _quote("docs/bnnplus.md", LOO, "just under the bar of {})",
+           (("configs", ("tag", "binarization=bnn+"), "test_std"), ".3f", PCT)),
+    _quote("docs/bnnplus.md", LOO, "highest of all arms ({} ± {} % against {} ± {} %)",
+           (("configs", ("tag", "binarization=bnn+_bnn_regularizer=none"), "val_mean"), ".2f", PCT),
+           (("configs", ("tag", "binarization=bnn+_bnn_regularizer=none"), "val_std"), ".2f", PCT),
+           (("configs", ("tag", "binarization=bnn+"), "val_mean"), ".2f", PCT),
+           (("configs", ("tag", "binarization=bnn+"), "val_std"), ".2f", PCT)),
+    # settings the results record (budgets, seeds, grid values)
+    _quote("docs/bnnplus.md", BNN_EXP, "one seed ({}), {} epochs: SignSwish activations at β = {}, {}, {};",
+           (("step1", "seeds", 0), "d", 1), (("step1", "epochs"), "d", 1),
+           (_arm("SignSwish β=2", "overrides", "bnn_beta"), "g", 1),
+           (_arm("SignSwish β=5", "overrides", "bnn_beta"), "g", 1),
+           (_arm("SignSwish β=10", "overrides", "bnn_beta"), "g", 1)),
+    _quote("docs/bnnplus.md", BNN_EXP, "not in the forward pass) at λ = {}, {}, {};",
+           (_arm("Manhattan λ=0.3", "overrides", "bnn_lambda"), "g", 1),
+           (_arm("Manhattan λ=3", "overrides", "bnn_lambda"), "g", 1),
+           (_arm("Manhattan λ=30", "overrides", "bnn_lambda"), "g", 1)),
+    _quote("docs/bnnplus.md", BNN_EXP, "BNN against the pick, seeds {}, {}, {}, {} epochs:",
+           (("step2", "seeds", 0), "d", 1), (("step2", "seeds", 1), "d", 1),
+           (("step2", "seeds", 2), "d", 1), (("step2", "epochs"), "d", 1)),
+    _quote("docs/bnnplus.md", BNN_EXP, "seeds {}, {}, {}, {} epochs (the `make demo` recipe)",
+           (("step3", "seeds", 0), "d", 1), (("step3", "seeds", 1), "d", 1),
+           (("step3", "seeds", 2), "d", 1), (("step3", "epochs"), "d", 1)),
+    _quote("docs/bnnplus.md", BNN_EXP, "(BinaryNetSmall, {} epochs, seed {}; each change alone",
+           (("step1", "epochs"), "d", 1), (("step1", "seeds", 0), "d", 1)),
+    _quote("docs/bnnplus.md", BNN_EXP, "(BinaryNetSmall, {} epochs, seeds {}-{}; test top-1 reported once)",
+           (("step2", "epochs"), "d", 1), (("step2", "seeds", 0), "d", 1),
+           (("step2", "seeds", -1), "d", 1)),
+    _quote("docs/bnnplus.md", BNN_EXP, "(MeliusNetTiny, {} epochs, seeds {}-{}; STE is",
+           (("step3", "epochs"), "d", 1), (("step3", "seeds", 0), "d", 1),
+           (("step3", "seeds", -1), "d", 1)),
+    _quote("docs/bnnplus.md", SWEEP.format("binarynet_15ep_default_vs_bnn_seeds4-6"),
+           "seeds {}-{} are the test", (("seeds", 0), "d", 1), (("seeds", -1), "d", 1)),
+    _quote("docs/bnnplus.md", SWEEP.format("binarynet_15ep_default_vs_bnn_seeds7-9"),
+           "seeds {}-{} a replication", (("seeds", 0), "d", 1), (("seeds", -1), "d", 1)),
+    _quote("docs/bnnplus.md", SWEEP.format("binarynet_3ep_regularizer_alone_small_lambda"),
+           "a further sweep down to {}, the default", (("grid", "bnn_lambda", 0), "s", 1)),
+    # ---------------------------------------------------------------- docs/cbd.md
+    # the small CNN
+    _quote("docs/cbd.md", CBD,
+           "{} kernel weights) trained for {} epochs reaches {} % validation and {} % test top-1",
+           ((*CBD_VGG, "kernel_weights"), ",", 1),
+           ((*CBD_VGG, "training", "budget", "epochs"), "d", 1),
+           ((*CBD_VGG, "float", "val_accuracy"), ".2f", PCT),
+           ((*CBD_VGG, "float", "test_accuracy"), ".2f", PCT)),
+    _quote("docs/cbd.md", CBD,
+           "CBD J=4 at bottleneck 0.05 ({} bits) has {} % against {} % for plain b=4 ({} bits)",
+           (_vgg("CBD J=4, btn 0.05", "bits_per_weight_all"), ".2f", 1),
+           (_vgg("CBD J=4, btn 0.05", "val_accuracy"), ".2f", PCT),
+           (_vgg("plain per-channel b=4", "val_accuracy"), ".2f", PCT),
+           (_vgg("plain per-channel b=4", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "CBD J=5 at 0.05 ({} bits) has {} % against {} % for b=5 ({} bits)",
+           (_vgg("CBD J=5, btn 0.05", "bits_per_weight_all"), ".2f", 1),
+           (_vgg("CBD J=5, btn 0.05", "val_accuracy"), ".2f", PCT),
+           (_vgg("plain per-channel b=5", "val_accuracy"), ".2f", PCT),
+           (_vgg("plain per-channel b=5", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "CBD J=4/0.05 loses {} pp at {} bits where plain b=4 loses {} pp at {} bits",
+           (_vgg("CBD J=4, btn 0.05", "test_drop_pp"), ".2f", 1),
+           (_vgg("CBD J=4, btn 0.05", "bits_per_weight_all"), ".2f", 1),
+           (_vgg("plain per-channel b=4", "test_drop_pp"), ".2f", 1),
+           (_vgg("plain per-channel b=4", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "No point reaches {} bits with at most {} pp lost; the first points",
+           (("reference", "bits_per_weight"), ".0f", 1), (("reference", "test_drop_pp"), ".1f", 1)),
+    _quote("docs/cbd.md", CBD, "CBD J=5 at {} bits ({} pp) and plain b=6 at {} bits ({} pp)",
+           (_vgg("CBD J=5, btn 0.05", "bits_per_weight_all"), ".2f", 1),
+           (_vgg("CBD J=5, btn 0.05", "test_drop_pp"), ".2f", 1),
+           (_vgg("plain per-channel b=6", "bits_per_weight_all"), ".2f", 1),
+           (_vgg("plain per-channel b=6", "test_drop_pp"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD,
+           "CBD J=3 at bottleneck 0.2 ({} bits) has {} % validation against {} % for plain b=3 at {} bits",
+           (_vgg("CBD J=3, btn 0.2", "bits_per_weight_all"), ".2f", 1),
+           (_vgg("CBD J=3, btn 0.2", "val_accuracy"), ".2f", PCT),
+           (_vgg("plain per-channel b=3", "val_accuracy"), ".2f", PCT),
+           (_vgg("plain per-channel b=3", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "plain rounding drops to {} % validation at 3 bits and {} % at 4 bits",
+           (_vgg("plain per-layer b=3", "val_accuracy"), ".2f", PCT),
+           (_vgg("plain per-layer b=4", "val_accuracy"), ".2f", PCT)),
+    _quote("docs/cbd.md", CBD, "gains {} to {} pp at {} to {} bits and {} to {} pp at 4 bits",
+           ((*CBD_VGG, "comparison_per_layer_scale", ("cbd", "CBD J=3, btn 0.02"), "val_difference_pp"), "+.0f", 1),
+           ((*CBD_VGG, "comparison_per_layer_scale", ("cbd", "CBD J=3, btn 0.2"), "val_difference_pp"), "+.0f", 1),
+           ((*CBD_VGG, "comparison_per_layer_scale", ("cbd", "CBD J=3, btn 0.02"), "cbd_bits_per_weight_all"), ".2f", 1),
+           ((*CBD_VGG, "comparison_per_layer_scale", ("cbd", "CBD J=3, btn 0.2"), "cbd_bits_per_weight_all"), ".2f", 1),
+           ((*CBD_VGG, "comparison_per_layer_scale", ("cbd", "CBD J=4, btn 0.02"), "val_difference_pp"), "+.1f", 1),
+           ((*CBD_VGG, "comparison_per_layer_scale", ("cbd", "CBD J=4, btn 0.05"), "val_difference_pp"), "+.1f", 1)),
+    _quote("docs/cbd.md", CBD,
+           "(`--cbd-channel-bits`) has {} % validation at {} bits, below plain per-channel rounding ({} % at {} bits)",
+           (_vgg("CBD per-channel J=3, btn 0.02", "val_accuracy"), ".2f", PCT),
+           (_vgg("CBD per-channel J=3, btn 0.02", "bits_per_weight_all"), ".2f", 1),
+           (_vgg("plain per-channel b=3", "val_accuracy"), ".2f", PCT),
+           (_vgg("plain per-channel b=3", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD,
+           "{} % at {} bits, between plain per-channel rounding ({} % at {} bits) and CBD with its own per-layer scale ({} % at {} bits)",
+           (_vgg("CBD per-channel J=4, btn 0.02", "val_accuracy"), ".2f", PCT),
+           (_vgg("CBD per-channel J=4, btn 0.02", "bits_per_weight_all"), ".2f", 1),
+           (_vgg("plain per-channel b=4", "val_accuracy"), ".2f", PCT),
+           (_vgg("plain per-channel b=4", "bits_per_weight_all"), ".2f", 1),
+           (_vgg("CBD J=4, btn 0.05", "val_accuracy"), ".2f", PCT),
+           (_vgg("CBD J=4, btn 0.05", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "(one input channel, a {}x{} matrix)",
+           ((*CBD_VGG, "points", 0, "layers", "conv1_1", "matrix_shape", 0), "d", 1),
+           ((*CBD_VGG, "points", 0, "layers", "conv1_1", "matrix_shape", 1), "d", 1)),
+    _quote("docs/cbd.md", CBD, "(all {} layers at `a = 1` up to bottleneck 0.2)",
+           ((*CBD_VGG, "points", ("label", "CBD per-channel J=3, btn 0.2"), "layers_compressed"), "d", 1)),
+    # the ResNet-18
+    _quote("docs/cbd.md", CBD, "{}M parameters at width 1)",
+           ((*CBD_RESNET, "params"), ".1f", 1e-6)),
+    _quote("docs/cbd.md", CBD,
+           "{} parameters, {} Conv2D/Dense kernels with {} weights) trained for {} epochs with the `resnet18_fashion_mnist`",
+           ((*CBD_RESNET, "params"), ",", 1),
+           (_resnet("CBD J=3, btn 0.02", "layers_compressed"), "d", 1),
+           ((*CBD_RESNET, "kernel_weights"), ",", 1),
+           ((*CBD_RESNET, "training", "budget", "epochs"), "d", 1)),
+    _quote("docs/cbd.md", CBD, "{} to {} pp at {}-{} bits,",
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=3, btn 0.02"), "val_difference_pp"), ".1f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=3, btn 0.2"), "val_difference_pp"), ".1f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=3, btn 0.02"), "cbd_bits_per_weight_all"), ".1f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=3, btn 0.2"), "cbd_bits_per_weight_all"), ".1f", 1)),
+    _quote("docs/cbd.md", CBD, "{} to {} pp at {}-{} bits, {} pp at {} bits, {} pp at {} bits; from 6",
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=4, btn 0.02"), "val_difference_pp"), ".2f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=4, btn 0.2"), "val_difference_pp"), ".2f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=4, btn 0.02"), "cbd_bits_per_weight_all"), ".1f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=4, btn 0.2"), "cbd_bits_per_weight_all"), ".1f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=4, btn 0.5"), "val_difference_pp"), ".2f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=4, btn 0.5"), "cbd_bits_per_weight_all"), ".2f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=5, btn 0.02"), "val_difference_pp"), ".2f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=5, btn 0.02"), "cbd_bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "the two are level ({} to {} pp, against plain b=4",
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=6, btn 0.05"), "val_difference_pp"), "+.2f", 1),
+           ((*CBD_RESNET, "comparison", ("cbd", "CBD J=6, btn 0.5"), "val_difference_pp"), "+.2f", 1)),
+    _quote("docs/cbd.md", CBD, "**No point reaches {} bits with at most {} pp lost.**",
+           (("reference", "bits_per_weight"), ".1f", 1), (("reference", "test_drop_pp"), ".1f", 1)),
+    _quote("docs/cbd.md", CBD, "Plain b=4 comes closest: {} pp at {} bits",
+           (_resnet("plain per-channel b=4", "test_drop_pp"), ".2f", 1),
+           (_resnet("plain per-channel b=4", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "with one scale per layer it loses {} pp at {} bits",
+           (_resnet("plain per-layer b=4", "test_drop_pp"), ".2f", 1),
+           (_resnet("plain per-layer b=4", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "is J=5 at bottleneck 0.02: {} pp at {} bits",
+           (_resnet("CBD J=5, btn 0.02", "test_drop_pp"), ".2f", 1),
+           (_resnet("CBD J=5, btn 0.02", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "(with per-channel scales: {} pp at {} bits)",
+           (_resnet("CBD per-channel J=5, btn 0.02", "test_drop_pp"), ".2f", 1),
+           (_resnet("CBD per-channel J=5, btn 0.02", "bits_per_weight_all"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "(validation top-1, bits/weight in brackets; float32 {} %)",
+           ((*CBD_RESNET, "float", "val_accuracy"), ".2f", PCT)),
+    # the indented table of the scale-granularity ablation (not checked as a table: _tables needs "|" in
+    # column 0); values from "points", since not every cell is a front point
+    *(_quote("docs/cbd.md", CBD, f"| {row} | {{}} % ({{}}) | {bold}{{}} %{bold} ({{}}) |",
+             (_resnet(layer, "val_accuracy", "points"), ".2f", PCT),
+             (_resnet(layer, "bits_per_weight_all", "points"), ".2f", 1),
+             (_resnet(channel, "val_accuracy", "points"), ".2f", PCT),
+             (_resnet(channel, "bits_per_weight_all", "points"), ".2f", 1))
+      for row, layer, channel, bold in (
+          ("plain rounding, b=3", "plain per-layer b=3", "plain per-channel b=3", "**"),
+          ("CBD, J=3, bottleneck 0.02", "CBD J=3, btn 0.02", "CBD per-channel J=3, btn 0.02", ""),
+          ("plain rounding, b=4", "plain per-layer b=4", "plain per-channel b=4", "**"),
+          ("CBD, J=4, bottleneck 0.02", "CBD J=4, btn 0.02", "CBD per-channel J=4, btn 0.02", ""),
+      )),
+    _quote("docs/cbd.md", CBD, "CBD's grid adds {} pp at 3 bits",
+           ((*CBD_RESNET, "comparison_per_layer_scale", ("cbd", "CBD J=3, btn 0.02"), "val_difference_pp"), "+.0f", 1)),
+    _quote("docs/cbd.md", CBD,
+           "it stays {} pp behind plain per-channel rounding at 3 bits and {} pp behind at 4 bits",
+           ((*CBD_RESNET, "comparison_per_channel_cbd", ("cbd", "CBD per-channel J=3, btn 0.02"), "val_difference_pp"), ".1f", -1),
+           ((*CBD_RESNET, "comparison_per_channel_cbd", ("cbd", "CBD per-channel J=4, btn 0.02"), "val_difference_pp"), ".1f", -1)),
+    _quote("docs/cbd.md", CBD, "the search returns `a = 1` in all {} layers",
+           (_resnet("CBD per-channel J=3, btn 0.02", "layers_compressed", "points"), "d", 1)),
+    _quote("docs/cbd.md", CBD,
+           "does engage ({} of {} layers) but costs almost a bit per weight ({} bits at J=3)",
+           (_resnet("CBD per-channel J=3, btn 0.5", "layers_factoring_engaged", "points"), "d", 1),
+           (_resnet("CBD per-channel J=3, btn 0.5", "layers_compressed", "points"), "d", 1),
+           (_resnet("CBD per-channel J=3, btn 0.5", "bits_per_weight_all", "points"), ".2f", 1)),
+    _quote("docs/cbd.md", CBD, "({} % validation). The same holds on the small CNN",
+           (_resnet("CBD per-channel J=3, btn 0.5", "val_accuracy", "points"), ".2f", PCT)),
+    _quote("docs/cbd.md", CBD, "rank {} of {} in the {}x{} stage-4 matrices",
+           (_resnet("CBD J=3, btn 0.02", "layers", "points") + ("stage4_block1_conv2", "ranks", "0"), "d", 1),
+           (_resnet("CBD J=3, btn 0.02", "layers", "points") + ("stage4_block1_conv2", "matrix_shape", 0), "d", 1),
+           (_resnet("CBD J=3, btn 0.02", "layers", "points") + ("stage4_block1_conv2", "matrix_shape", 0), "d", 1),
+           (_resnet("CBD J=3, btn 0.02", "layers", "points") + ("stage4_block1_conv2", "matrix_shape", 1), "d", 1)),
+    # the smallest and largest a of the layers with a rank budget (the same at every J)
+    _quote("docs/cbd.md", CBD, "to {}-{} of the largest weight at bottleneck 0.02 ({}-{} at 0.5)",
+           (_resnet("CBD J=3, btn 0.02", "layers", "points") + ("stage4_block2_conv1", "a"), ".2f", 1),
+           (_resnet("CBD J=3, btn 0.02", "layers", "points") + ("stage3_block1_proj", "a"), ".2f", 1),
+           (_resnet("CBD J=3, btn 0.5", "layers", "points") + ("stage4_block2_conv2", "a"), ".2f", 1),
+           (_resnet("CBD J=3, btn 0.5", "layers", "points") + ("stem_conv", "a"), ".2f", 1)),
+    # settings: the sweep's grids
+    _quote("docs/cbd.md", CBD,
+           "J ∈ {{{}, …, {}}} and bottleneck ∈ {{{}, {}, {}, {}, {}}}, and plain rounding over b ∈ {{{}, …, {}}}",
+           (("cbd_bits", 0), "d", 1), (("cbd_bits", -1), "d", 1),
+           *((("bottlenecks", i), "g", 1) for i in range(5)),
+           (("plain_bits", 0), "d", 1), (("plain_bits", -1), "d", 1)),
+    # the compression-time benchmark
+    _quote("docs/cbd.md", CBD_TIME, "random weights, {} Conv2D/Dense kernels holding",
+           (("compressed_layers",), "d", 1)),
+    _quote("docs/cbd.md", CBD_TIME, "with J={} and bottleneck {} (the setting of the authors' README). On {} cores,",
+           (("bits",), "d", 1), (("bottleneck",), "g", 1), (("cpu_count",), "d", 1)),
+    _quote("docs/cbd.md", CBD_TIME, "every layer ends near {} bits/weight",
+           (("bits_per_weight",), ".0f", 1)),
+    # ---------------------------------------------------------------- docs/fine_tuning.md
+    _quote("docs/fine_tuning.md", FINE_TUNING,
+           "{} training, {} validation, {} test images. Mean ± std over seeds {}, {}, {}.",
+           (("target", "train_images"), "d", 1), (("target", "validation_images"), "d", 1),
+           (("target", "test_images"), "d", 1),
+           (("settings", "final_seeds", 0), "d", 1), (("settings", "final_seeds", 1), "d", 1),
+           (("settings", "final_seeds", 2), "d", 1)),
+    _quote("docs/fine_tuning.md", FINE_TUNING,
+           "Gain of starting from weights: {} points of test top-1 (Welch's t = {}, two-sided p = {}).",
+           (("gain", "difference"), "+.2f", PCT), (("gain", "t"), ".2f", 1), (("gain", "p"), ".3g", 1)),
+    _quote("docs/fine_tuning.md", FINE_TUNING, "images: {} ± {} % against {} ± {} % from scratch",
+           (("arms", "fine_tuned", "test_mean"), ".2f", PCT),
+           (("arms", "fine_tuned", "test_std"), ".2f", PCT),
+           (("arms", "from_scratch", "test_mean"), ".2f", PCT),
+           (("arms", "from_scratch", "test_std"), ".2f", PCT)),
+    _quote("docs/fine_tuning.md", FINE_TUNING, "6-class network itself reaches {} % test top-1",
+           (("pretrain", "test_accuracy"), ".2f", PCT)),
+    # settings the results record
+    _quote("docs/fine_tuning.md", FINE_TUNING, "coat, sandal; {} epochs)",
+           (("pretrain", "overrides", "epochs"), "d", 1)),
+    _quote("docs/fine_tuning.md", FINE_TUNING, "and the {} Fashion-MNIST test images",
+           (("target", "test_images"), ",", 1)),
+    _quote("docs/fine_tuning.md", FINE_TUNING, "({} epochs, batch {}, flips and crops)",
+           (("settings", "small", "epochs"), "d", 1), (("settings", "small", "batch_size"), "d", 1)),
+    _quote("docs/fine_tuning.md", FINE_TUNING, "run ({} head-only epochs, then all layers)",
+           (("settings", "freeze_epochs"), "d", 1)),
+    _quote("docs/fine_tuning.md", FINE_TUNING, "from {}, {} and {} on validation (seed {};",
+           (("settings", "lrs", 0), "g", 1), (("settings", "lrs", 1), "g", 1),
+           (("settings", "lrs", 2), "g", 1), (("settings", "choice_seeds", 0), "d", 1)),
+    _quote("docs/fine_tuning.md", FINE_TUNING, "trained with seeds {}-{}, and the test set",
+           (("settings", "final_seeds", 0), "d", 1), (("settings", "final_seeds", -1), "d", 1)),
+    _quote("docs/fine_tuning.md", FINE_TUNING, "the validation split is {} images",
+           (("target", "validation_images"), "d", 1)),
+    # only the fine-tuned arm's choice fits the one "{}"; the from-scratch arm also chose 0.004
+    _quote("docs/fine_tuning.md", FINE_TUNING, "(both arms chose {}).",
+           (("arms", "fine_tuned", "chosen"), "g", 1)),
+    # ---------------------------------------------------------------- docs/training.md
+    _quote("docs/training.md", "distillation/kd.json",
+           "Test top-1 per seed ({}, {}, {}): {}, {}, {} % with the teacher and {}, {}, {} % without.",
+           *((("seeds", i), "d", 1) for i in range(3)),
+           *(((*KD_TEACHER, "runs", ("seed", s), "test_accuracy"), ".2f", PCT) for s in range(3)),
+           *(((*KD_NONE, "runs", ("seed", s), "test_accuracy"), ".2f", PCT) for s in range(3))),
+    _quote("docs/training.md", "demo_sweep/seeds.json",
+           "Over seeds {}, {} and {} the recipe gives **{} ± {} %** test top-1 ({}, {}, {} %; validation {} ± {} %;",
+           *((("seeds", i), "d", 1) for i in range(3)),
+           (("configs", 0, "test_mean"), ".2f", PCT), (("configs", 0, "test_std"), ".2f", PCT),
+           *((("configs", 0, "runs", ("seed", s), "test_accuracy"), ".2f", PCT) for s in range(3)),
+           (("configs", 0, "val_mean"), ".2f", PCT), (("configs", 0, "val_std"), ".2f", PCT)),
+    # settings the results record
+    _quote("docs/training.md", "distillation/kd.json",
+           "the demo recipe with `{}`, seeds {}-{}, test evaluated once per run",
+           (("overrides", 0), "s", 1), (("seeds", 0), "d", 1), (("seeds", -1), "d", 1)),
+    _quote("docs/training.md", "demo_sweep/lr_sweep.json",
+           "chosen on validation top-1 (seed {}) among {}, {}, {} and {};",
+           (("seeds", 0), "d", 1),
+           *((("grid", "learning_rate", i), "s", 1) for i in range(4))),
+    _quote("docs/training.md", "demo/report.json",
+           "(RAdam, lr {} with a per-step cosine decay, batch {}, {} epochs, no augmentation)",
+           (("recipe", "learning_rate"), "g", 1), (("recipe", "batch_size"), "d", 1),
+           (("recipe", "epochs"), "d", 1)),
+    _quote("docs/training.md", "demo/report.json", "The 10-minute budget fixes {} epochs.",
+           (("recipe", "epochs"), "d", 1)),
+]  # fmt: skip
+
+
 def _value(data, path: tuple):
     for key in path:
         if isinstance(key, tuple):
@@ -209,7 +529,10 @@ def _value(data, path: tuple):
     return data
 
 
-@pytest.mark.parametrize("quote", QUOTES, ids=[f"{q.page}:{q.words}" for q in QUOTES])
+ALL_QUOTES = [*QUOTES, *EXPERIMENT_QUOTES]
+
+
+@pytest.mark.parametrize("quote", ALL_QUOTES, ids=[f"{q.page}:{q.words}" for q in ALL_QUOTES])
 def test_quoted_numbers_are_their_results(quote):
     data = json.loads((DOCS / quote.json).read_text())
     numbers = []
