@@ -519,6 +519,194 @@ EXPERIMENT_QUOTES = [
 ]  # fmt: skip
 
 
+MVM = "meliusnet_vs_mobilenet/meliusnet_vs_mobilenet.json"
+BENCH = "benchmarks/bench.json"
+H2H = "benchmarks/head_to_head/head_to_head_{}.json"
+H2H_RUNS = (1, 2, 3)
+DEMO = "demo/report.json"
+INT8 = "int8_ablation/results.json"
+MVM_NETWORKS = ("MeliusNetTinyNarrow", "MeliusNetTiny", "MeliusNetTinyWide",
+                "MobileNetV1-0.125", "MobileNetV1-0.25", "MobileNetV1-0.5")  # fmt: skip
+
+
+def _mvm(name, *rest):
+    """A row of the MeliusNet-vs-MobileNet table (``name`` as in its first column)."""
+    return ("rows", ("name", name), *rest)
+
+
+def _matched(name, field):
+    """A MeliusNet's float-MobileNet interpolation (the second table of models.md)."""
+    return ("matched", ("name", name), field)
+
+
+def _cbd_final(network, label, field):
+    return ("networks", ("network", network), "final", ("label", label), field)
+
+
+MODELS_DEPLOY_README_QUOTES = [
+    # ---------------------------------------------------------------- docs/models.md
+    # method: what the run records (the CLI defaults of the same paragraphs are not listed)
+    _quote("docs/models.md", MVM, "sizes, {} to {} MiB, bracket the binary networks' {} to {} MiB",
+           (_mvm("MobileNetV1-0.125", "size_mib_paper"), ".2f", 1),
+           (_mvm("MobileNetV1-0.5", "size_mib_paper"), ".2f", 1),
+           (_mvm("MeliusNetTinyNarrow", "size_mib_paper"), ".2f", 1),
+           (_mvm("MeliusNetTinyWide", "size_mib_paper"), ".1f", 1)),
+    # one recipe family: every network's recipe says the same (epsilon 1e-05 written 1e-5)
+    *(_quote("docs/models.md", MVM,
+             "RAdam (beta_1 {}, epsilon {}e-5), per-step cosine decay, batch {}, `{}` augmentation",
+             (("recipes", name, "beta_1"), "g", 1), (("recipes", name, "epsilon"), ".0f", 1e5),
+             (("recipes", name, "batch_size"), "d", 1), (("recipes", name, "augment"), "s", 1))
+      for name in MVM_NETWORKS),
+    *(_quote("docs/models.md", MVM, "(the last {} % of the training images) is chosen",
+             (("recipes", name, "validation_fraction"), ".0f", PCT))
+      for name in MVM_NETWORKS),
+    _quote("docs/models.md", MVM, "calibrated on the first {} training images",
+           (("calibration_images",), "d", 1)),
+    _quote("docs/models.md", MVM,
+           "median of {} single-image runs with one thread, all flatbuffers taking turns over {} rounds",
+           (("latency", "runs"), "d", 1), (("latency", "rounds"), "d", 1)),
+    # results
+    _quote("docs/models.md", MVM,
+           "(learning-rate grid {}, {}, {} chosen per network on seed {}'s final validation top-1, "
+           "then seeds {} and {} at the chosen rate; {} epochs;",
+           *((("learning_rates", i), "g", 1) for i in range(3)), (("seeds", 0), "d", 1),
+           (("final_seeds", 0), "d", 1), (("final_seeds", 1), "d", 1), (("epochs",), "d", 1)),
+    _quote("docs/models.md", MVM,
+           "Test top-1 is mean ± std over seeds {}-{}; int8 rows are the seed-{} flatbuffer's top-1; "
+           "latency is the flatbuffer's at {} thread on this {}-core x86 machine",
+           (_mvm("MeliusNetTiny", "seeds", 0), "d", 1), (_mvm("MeliusNetTiny", "seeds", -1), "d", 1),
+           (("seeds", 0), "d", 1), (("latency", "threads"), "d", 1), (("machine", "cores"), "d", 1)),
+    _quote("docs/models.md", MVM, "have the same size ({} and {} MiB): {} % against {} %, with fewer",
+           (_mvm("MeliusNetTiny", "size_mib_paper"), ".3f", 1),
+           (_mvm("MobileNetV1-0.125", "size_mib_paper"), ".3f", 1),
+           (_mvm("MeliusNetTiny", "test_accuracy"), ".2f", PCT),
+           (_mvm("MobileNetV1-0.125", "test_accuracy"), ".2f", PCT)),
+    _quote("docs/models.md", MVM,
+           "MeliusNetTinyWide is {} points above the float MobileNet interpolated at its size "
+           "({} % at {} MiB, between widths {} and {}) and {} points above it at its OPS ({} % at {}e6)",
+           (_matched("MeliusNetTinyWide", "difference_at_size_mib_paper"), ".2f", PCT),
+           (_matched("MeliusNetTinyWide", "mobilenet_at_size_mib_paper"), ".2f", PCT),
+           (_mvm("MeliusNetTinyWide", "size_mib_paper"), ".2f", 1),
+           (_mvm("MobileNetV1-0.25", "width"), "g", 1), (_mvm("MobileNetV1-0.5", "width"), "g", 1),
+           (_matched("MeliusNetTinyWide", "difference_at_ops"), ".2f", PCT),
+           (_matched("MeliusNetTinyWide", "mobilenet_at_ops"), ".2f", PCT),
+           (_mvm("MeliusNetTinyWide", "ops"), ".1f", 1e-6)),
+    _quote("docs/models.md", MVM, "the narrowest MeliusNet ({} MiB) is",
+           (_mvm("MeliusNetTinyNarrow", "size_mib_paper"), ".3f", 1)),
+    _quote("docs/models.md", MVM, "({} % against {} % at width {})",
+           (_mvm("MobileNetV1-0.25 int8", "test_accuracy"), ".2f", PCT),
+           (_mvm("MobileNetV1-0.25", "test_accuracy"), ".2f", PCT),
+           (_mvm("MobileNetV1-0.25", "width"), "g", 1)),
+    _quote("docs/models.md", MVM, "MobileNet-v1 0.25 int8 ({} MiB) is",
+           (_mvm("MobileNetV1-0.25 int8", "size_mib_paper"), ".3f", 1)),
+    _quote("docs/models.md", MVM, "points below MeliusNetTiny ({} MiB), and MobileNet-v1 0.5 int8 ({} MiB)",
+           (_mvm("MeliusNetTiny", "size_mib_paper"), ".3f", 1),
+           (_mvm("MobileNetV1-0.5 int8", "size_mib_paper"), ".3f", 1)),
+    _quote("docs/models.md", MVM, "points below MeliusNetTinyWide ({} MiB).",
+           (_mvm("MeliusNetTinyWide", "size_mib_paper"), ".3f", 1)),
+    _quote("docs/models.md", MVM, "(MeliusNetTinyNarrow {} points below it, MeliusNetTiny {} above)",
+           (_matched("MeliusNetTinyNarrow", "difference_at_latency_ms"), ".2f", -PCT),
+           (_matched("MeliusNetTiny", "difference_at_latency_ms"), ".2f", PCT)),
+    _quote("docs/models.md", MVM, "({} int8: {} % in {} ms against MeliusNetTinyNarrow's {} % in {} ms)",
+           (_mvm("MobileNetV1-0.25 int8", "width"), "g", 1),
+           (_mvm("MobileNetV1-0.25 int8", "test_accuracy"), ".2f", PCT),
+           (_mvm("MobileNetV1-0.25 int8", "latency_ms"), ".3f", 1),
+           (_mvm("MeliusNetTinyNarrow", "test_accuracy"), ".2f", PCT),
+           (_mvm("MeliusNetTinyNarrow", "latency_ms"), ".3f", 1)),
+    _quote("docs/models.md", MVM, "Limits of the measurement: a {}-epoch budget",
+           (("epochs",), "d", 1)),
+    _quote("docs/models.md", MVM, "chose the largest learning rate of the grid ({};",
+           (("learning_rates", -1), "g", 1)),
+    # "every network chose" it: each network's chosen rate is that number
+    *(_quote("docs/models.md", MVM, "chose the largest learning rate of the grid ({};",
+             (_mvm(name, "learning_rate"), "g", 1))
+      for name in MVM_NETWORKS),
+    # ---------------------------------------------------------------- docs/deployment.md
+    *(_quote("docs/deployment.md", VERIFY.format(name), "then converted and checked on the {} test images",
+             (("samples",), ",", 1))
+      for name in ("bnn_plus", "ste")),
+    _quote("docs/deployment.md", INT8, "(the stem conv's {} weights as many as all float kernels",
+           (("sources", ("layer", "stem_s0_conv"), "weights"), "d", 1)),
+    # the ablation's model is the demo's (int8 results.json "model": runs/demo/train/model.keras)
+    _quote("docs/deployment.md", DEMO, "on the demo's MeliusNetTiny (lr {}, seed {};",
+           (("recipe", "learning_rate"), "g", 1), (("recipe", "seed"), "d", 1)),
+    _quote("docs/deployment.md", INT8, "int8 flatbuffers on the {} validation images",
+           (("validation_images",), ",", 1)),
+    _quote("docs/deployment.md", INT8, "calibration on the first {} training images)",
+           (("calibration_images",), "d", 1)),
+    # ---------------------------------------------------------------- docs/benchmarks.md
+    _quote("docs/benchmarks.md", BENCH, "with the LCE interpreter (indirect BGEMM) at {} and {} threads",
+           (("rows", 0, "threads"), "d", 1), (("rows", -1, "threads"), "d", 1)),
+    _quote("docs/benchmarks.md", BENCH, "The machine is a {}-core {} VM",
+           (("machine", "cores"), "d", 1), (("machine", "machine"), "s", 1)),
+    # the prose lines of bench.md inside the page's markers (test_docs checks only its tables)
+    _quote("docs/benchmarks.md", BENCH,
+           "Machine: {} ({} cores, {}), TensorFlow {}; 224x224, batch 1; LCE interpreter with "
+           "indirect BGEMM. Each model ran {} times per round, in turn with the others, for {} rounds:",
+           (("machine", "cpu"), "s", 1), (("machine", "cores"), "d", 1),
+           (("machine", "machine"), "s", 1), (("machine", "tensorflow"), "s", 1),
+           (("runs",), "d", 1), (("rounds",), "d", 1)),
+    _quote("docs/benchmarks.md", BENCH, "meliusnet22: LCE (indirect BGEMM), {} thread(s), medians of {} runs, total {} ms.",
+           (("breakdown", "threads"), "d", 1), (("breakdown", "runs"), "d", 1),
+           (("breakdown", "total_ms"), ".1f", 1)),
+    _quote("docs/benchmarks.md", BENCH,
+           "{} thread(s), medians of {} runs, pre-sign BatchNorms not folded, total {} ms.",
+           (("breakdown_unfolded", "threads"), "d", 1), (("breakdown_unfolded", "runs"), "d", 1),
+           (("breakdown_unfolded", "total_ms"), ".1f", 1)),
+    _quote("docs/benchmarks.md", BENCH, "Isolated binary 3x3 conv ({}x{}x{} -> {}): {} GBOPs/s, so the",
+           *((("binary_conv_rate", "shape", i), "d", 1) for i in range(3)),
+           (("binary_conv_rate", "filters"), "d", 1), (("binary_conv_rate", "gbops_per_s"), ".1f", 1)),
+    _quote("docs/benchmarks.md", BENCH,
+           "Training throughput (CPU, batch {}, 224x224, RAdam, synthetic batch): the configurations "
+           "took turns, {} steps each per round",
+           (("training", 0, "batch_size"), "d", 1), (("training", 0, "steps"), "d", 1)),
+    _quote("docs/benchmarks.md", BENCH, "**Training throughput** (batch {}, 224x224)",
+           (("training", 0, "batch_size"), "d", 1)),
+    *(_quote("docs/benchmarks.md", H2H.format(n), "times them at {} thread in {} alternating rounds of {} runs",
+             (("rows", 0, "threads"), "d", 1), (("rounds",), "d", 1), (("runs",), "d", 1))
+      for n in H2H_RUNS),
+    # ---------------------------------------------------------------- README.md
+    _quote("README.md", DEMO, "Fashion-MNIST training images ({} epochs; the last",
+           (("recipe", "epochs"), "d", 1)),
+    *(_quote("README.md", path, "All on {}-core {} VMs",
+             (("machine", "cores"), "d", 1), (("machine", "machine"), "s", 1))
+      for path in (BENCH, MVM, *(H2H.format(n) for n in H2H_RUNS))),
+    _quote("README.md", DEMO, "({}–{}x over the rounds)",
+           (("speedup_vs_float_range", 0), ".2f", 1), (("speedup_vs_float_range", 1), ".2f", 1)),
+    _quote("README.md", "distillation/kd.json", "epochs, seeds {}-{}): 93.23",
+           (("seeds", 0), "d", 1), (("seeds", -1), "d", 1)),
+    _quote("README.md", "fine_tuning/results.json", "fine-tuned on {} PNGs of the other",
+           (("target", "train_images"), "d", 1)),
+    *(_quote("README.md", H2H.format(n), "(224x224, {} thread, same BatchNorm statistics;",
+             (("rows", 0, "threads"), "d", 1))
+      for n in H2H_RUNS),
+    *(_quote("README.md", H2H.format(n), "each {} alternating rounds of {} runs;",
+             (("rounds",), "d", 1), (("runs",), "d", 1))
+      for n in H2H_RUNS),
+    _quote("README.md", BENCH, "{} MiB by the paper's accounting",
+           (("sizes", ("model", "melius_larq MeliusNet22"), "floor_mib"), ".2f", 1)),
+    _quote("README.md", MVM, "Fashion-MNIST, {} epochs, 3 seeds): at the same size",
+           (("epochs",), "d", 1)),
+    # "(0.22 MiB each)": each of the two networks
+    *(_quote("README.md", MVM, "({} MiB each)", (_mvm(name, "size_mib_paper"), ".2f", 1))
+      for name in ("MeliusNetTiny", "MobileNetV1-0.125")),
+    _quote("README.md", BNN_EXP, "test top-1, 3 seeds, p = {}); SignSwish at β = {} costs",
+           (("step2", "claim", "test", "p"), ".2f", 1),
+           (("step1", "arms", "SignSwish β=5", "overrides", "bnn_beta"), "g", 1)),
+    _quote("README.md", CBD, "CBD at {} bits/weight keeps 91.29 %",
+           (_cbd_final("vgg", "CBD J=4, btn 0.05", "bits_per_weight_all"), ".2f", 1)),
+    _quote("README.md", CBD, "plain per-channel 4-bit rounding ({} bits) 90.53 %",
+           (_cbd_final("vgg", "plain per-channel b=4", "bits_per_weight_all"), ".2f", 1)),
+    _quote("README.md", CBD, "(94.11 % at {} bits against CBD's 92.43 % at {};",
+           (_cbd_final("resnet18", "plain per-channel b=4", "bits_per_weight_all"), ".2f", 1),
+           (_cbd_final("resnet18", "CBD J=4, btn 0.02", "bits_per_weight_all"), ".2f", 1)),
+    # "within" = its test drop from the float ResNet-18 (test_drop_pp), as docs/cbd.md quotes it
+    _quote("README.md", CBD, "CBD is within {} pp at {} bits)",
+           (_cbd_final("resnet18", "CBD J=5, btn 0.02", "test_drop_pp"), ".2f", 1),
+           (_cbd_final("resnet18", "CBD J=5, btn 0.02", "bits_per_weight_all"), ".2f", 1)),
+]  # fmt: skip
+
+
 def _value(data, path: tuple):
     for key in path:
         if isinstance(key, tuple):
@@ -529,7 +717,7 @@ def _value(data, path: tuple):
     return data
 
 
-ALL_QUOTES = [*QUOTES, *EXPERIMENT_QUOTES]
+ALL_QUOTES = [*QUOTES, *EXPERIMENT_QUOTES, *MODELS_DEPLOY_README_QUOTES]
 
 
 @pytest.mark.parametrize("quote", ALL_QUOTES, ids=[f"{q.page}:{q.words}" for q in ALL_QUOTES])
