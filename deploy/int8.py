@@ -180,8 +180,7 @@ def convert_int8(
     """
     from melius_larq.deploy.convert import convert_model
 
-    if calibration is None or len(calibration) == 0:
-        raise ValueError("int8 conversion needs calibration data: pass real, preprocessed inputs.")
+    _check_calibration(calibration)
     if qat_epochs < 0:
         raise ValueError(f"qat_epochs={qat_epochs} must be >= 0.")
     if qat_epochs and qat_data is None:
@@ -195,6 +194,11 @@ def convert_int8(
     io = "int8" if int8_io else "float32"
     buf = convert_model(qmodel, target=target, inference_input_type=io, inference_output_type=io)
     return float_bconv_outputs(buf) if bconv_float_outputs else buf
+
+
+def _check_calibration(calibration) -> None:
+    if calibration is None or len(calibration) == 0:
+        raise ValueError("int8 conversion needs calibration data: pass real, preprocessed inputs.")
 
 
 def int8_keras_model(
@@ -221,8 +225,7 @@ def int8_keras_model(
     Raises:
         ValueError: when no calibration data is given.
     """
-    if calibration is None or len(calibration) == 0:
-        raise ValueError("int8 conversion needs calibration data: pass real, preprocessed inputs.")
+    _check_calibration(calibration)
     x = np.asarray(calibration, np.float32)
     try:
         prepared = prepare_for_int8(model, calibration=x, **prepare_options)
