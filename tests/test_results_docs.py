@@ -200,9 +200,9 @@ QUOTES = [
 
 
 BNN_EXP = "bnnplus_results/bnnplus_experiment.json"
-SWEEP = "bnnplus_results/sweeps/{}.json"
-LOO = SWEEP.format("binarynet_15ep_leave_one_out_seeds4-6")
-SEEDS_4_9 = SWEEP.format("binarynet_15ep_default_vs_bnn_seeds4-9")
+BNN_SWEEP = "bnnplus_results/sweeps/{}.json"
+LOO = BNN_SWEEP.format("binarynet_15ep_leave_one_out_seeds4-6")
+SEEDS_4_9 = BNN_SWEEP.format("binarynet_15ep_default_vs_bnn_seeds4-9")
 CBD = "cbd_results/results.json"
 CBD_VGG = ("networks", ("network", "vgg"))
 VGG_FINAL = (*CBD_VGG, "final")  # + ("label", ...): one final (Pareto-front) point
@@ -288,11 +288,11 @@ EXPERIMENT_QUOTES = [
     _quote("docs/bnnplus.md", BNN_EXP, "(MeliusNetTiny, {} epochs, seeds {}-{}; STE is",
            (("step3", "epochs"), "d", 1), (("step3", "seeds", 0), "d", 1),
            (("step3", "seeds", -1), "d", 1)),
-    _quote("docs/bnnplus.md", SWEEP.format("binarynet_15ep_default_vs_bnn_seeds4-6"),
+    _quote("docs/bnnplus.md", BNN_SWEEP.format("binarynet_15ep_default_vs_bnn_seeds4-6"),
            "seeds {}-{} are the test", (("seeds", 0), "d", 1), (("seeds", -1), "d", 1)),
-    _quote("docs/bnnplus.md", SWEEP.format("binarynet_15ep_default_vs_bnn_seeds7-9"),
+    _quote("docs/bnnplus.md", BNN_SWEEP.format("binarynet_15ep_default_vs_bnn_seeds7-9"),
            "seeds {}-{} a replication", (("seeds", 0), "d", 1), (("seeds", -1), "d", 1)),
-    _quote("docs/bnnplus.md", SWEEP.format("binarynet_3ep_regularizer_alone_small_lambda"),
+    _quote("docs/bnnplus.md", BNN_SWEEP.format("binarynet_3ep_regularizer_alone_small_lambda"),
            "a further sweep down to {}, the default", (("grid", "bnn_lambda", 0), "s", 1)),
     # ---------------------------------------------------------------- docs/cbd.md
     # the small CNN
